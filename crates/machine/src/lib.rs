@@ -2,11 +2,25 @@
 //!
 //! The machine knows nothing of hosts, sockets, threads or clocks. Its execution is a
 //! pure function of its initial state and the input events it is given at exact
-//! instruction counts.
+//! instruction counts: [`Machine::run`] stops exactly at a requested count,
+//! [`Machine::inject`] delivers an [`Event`], [`Machine::state_hash`] covers every bit
+//! of guest-visible state, and [`Machine::save`]/[`Machine::restore`] move it whole.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod boot;
+mod bus;
+pub mod clock;
+pub mod cpu;
 pub mod devices;
+pub mod fdt;
+mod machine;
+mod ram;
+mod sbi;
+pub mod snapshot;
 pub mod types;
 
+pub use boot::{BootConfig, BootError, Firmware};
+pub use machine::{Event, Exit, Machine, Output, OutputKind};
+pub use snapshot::SnapshotError;
 pub use types::{GuestPhysAddr, ICount, PhysRange};

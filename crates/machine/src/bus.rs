@@ -1,0 +1,119 @@
+//! The physical address space: RAM plus the devices at their QEMU `virt` addresses.
+//!
+//! The bus also owns the guest clock (device time is a function of the instruction
+//! count) and the interrupt wiring between devices and the PLIC.
+
+use crate::clock::Clock;
+use crate::devices::clint::Clint;
+use crate::devices::layout::*;
+use crate::devices::plic::Plic;
+use crate::devices::sifive_test::{PowerRequest, SifiveTest};
+use crate::devices::uart::Uart16550;
+use crate::devices::Mmio;
+use crate::ram::Ram;
+
+/// RAM and devices.
+pub struct Bus {
+    /// Guest RAM.
+    pub ram: Ram,
+    /// Core-local interruptor.
+    pub clint: Clint,
+    /// Platform-level interrupt controller.
+    pub plic: Plic,
+    /// Console UART.
+    pub uart: Uart16550,
+    /// Power-off / reset device.
+    pub test: SifiveTest,
+    /// Guest time.
+    pub clock: Clock,
+    /// Set when a device access may have changed interrupt lines, timer deadlines,
+    /// power state or pending output: the CPU leaves its inner loop so the machine
+    /// can look.
+    pub attention: bool,
+    /// A power request (from the test device or SBI SRST) not yet handled.
+    pub power: Option<PowerRequest>,
+}
+
+impl Bus {
+    /// A bus with `ram_size` bytes of RAM and devices at reset.
+    pub fn new(ram_size: u64, insns_per_tick: u64) -> Bus {
+        Bus {
+            ram: Ram::new(ram_size),
+            clint: Clint::new(1),
+            plic: Plic::new(2),
+            uart: Uart16550::new(),
+            test: SifiveTest::new(),
+            clock: Clock::new(insns_per_tick),
+            attention: false,
+            power: None,
+        }
+    }
+
+    /// Read `size` bytes from a device register at `paddr`; `None` if nothing is
+    /// mapped there (an access fault). RAM is handled by the caller's fast path.
+    pub fn mmio_read(&mut self, paddr: u64, size: u8, icount: u64) -> Option<u64> {
+        let v = if let Some(off) = self.ram.offset(paddr, size as u64) {
+            match size {
+                1 => self.ram.read_at::<1>(off),
+                2 => self.ram.read_at::<2>(off),
+                4 => self.ram.read_at::<4>(off),
+                _ => self.ram.read_at::<8>(off),
+            }
+        } else if in_window(paddr, size, UART_BASE, UART_SIZE) {
+            self.attention = true;
+            self.uart.read(paddr - UART_BASE, size)
+        } else if in_window(paddr, size, CLINT_BASE, CLINT_SIZE) {
+            let now = self.clock.mtime(icount);
+            self.clint.read(paddr - CLINT_BASE, size, now)
+        } else if in_window(paddr, size, PLIC_BASE, PLIC_SIZE) {
+            self.attention = true;
+            self.plic.read(paddr - PLIC_BASE, size)
+        } else if in_window(paddr, size, TEST_BASE, TEST_SIZE) {
+            self.test.read(paddr - TEST_BASE, size)
+        } else {
+            return None;
+        };
+        Some(v)
+    }
+
+    /// Write `size` bytes to a device register at `paddr`; false if nothing is mapped.
+    pub fn mmio_write(&mut self, paddr: u64, size: u8, value: u64, icount: u64) -> bool {
+        if let Some(off) = self.ram.offset(paddr, size as u64) {
+            match size {
+                1 => self.ram.write_at::<1>(off, value),
+                2 => self.ram.write_at::<2>(off, value),
+                4 => self.ram.write_at::<4>(off, value),
+                _ => self.ram.write_at::<8>(off, value),
+            }
+            return true;
+        }
+        if in_window(paddr, size, UART_BASE, UART_SIZE) {
+            self.uart.write(paddr - UART_BASE, size, value);
+        } else if in_window(paddr, size, CLINT_BASE, CLINT_SIZE) {
+            let now = self.clock.mtime(icount);
+            self.clint.write(paddr - CLINT_BASE, size, value, now);
+        } else if in_window(paddr, size, PLIC_BASE, PLIC_SIZE) {
+            self.plic.write(paddr - PLIC_BASE, size, value);
+        } else if in_window(paddr, size, TEST_BASE, TEST_SIZE) {
+            self.test.write(paddr - TEST_BASE, size, value);
+            if let Some(req) = self.test.take_request() {
+                self.power = Some(req);
+            }
+        } else {
+            return false;
+        }
+        self.attention = true;
+        true
+    }
+
+    /// Route device interrupt levels into the PLIC (level-triggered sources).
+    pub fn update_irq_lines(&mut self) {
+        let uart = self.uart.irq();
+        self.plic.set_level(UART_IRQ, uart);
+    }
+}
+
+#[inline]
+fn in_window(paddr: u64, size: u8, base: u64, len: u64) -> bool {
+    paddr >= base && paddr - base < len && len - (paddr - base) >= size as u64
+}

@@ -1,0 +1,265 @@
+//! The machine: one hart, RAM and devices, driven through the determinism API
+//! (DESIGN.md §1): `run(until)`, `inject(event)`, `state_hash()`, `save()`/`restore()`.
+
+use crate::boot::{self, BootConfig, BootError, Firmware, KERNEL_OFFSET};
+use crate::bus::Bus;
+use crate::cpu::csr::{mstatus, MENVCFG_STCE};
+use crate::cpu::trap::{cause, irq, Priv};
+use crate::cpu::Hart;
+use crate::devices::layout::RAM_BASE;
+use crate::devices::sifive_test::PowerRequest;
+use crate::sbi;
+use crate::types::ICount;
+use serde::{Deserialize, Serialize};
+
+/// Why [`Machine::run`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The instruction count reached `until`.
+    Until,
+    /// The hart waits in WFI with no interrupt that could wake it pending; only an
+    /// event (input or clock) can make progress. See [`Machine::idle_ticks`].
+    Idle,
+    /// Outputs are ready: collect them with [`Machine::take_outputs`].
+    Output,
+    /// The guest powered off with this exit code.
+    PowerOff {
+        /// 0 for a clean power-off.
+        exit_code: u32,
+    },
+    /// The guest asked for a reset.
+    Reset,
+}
+
+/// A non-deterministic input, delivered at the current instruction count (the input
+/// door, DESIGN.md §1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// Bytes typed on the console (UART receive).
+    ConsoleInput(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Guest time jumps forward by this many `mtime` ticks (DESIGN.md §2).
+    ClockAdvance {
+        /// Ticks of the 10 MHz timebase.
+        ticks: u64,
+    },
+}
+
+/// An externally visible effect (the output door, DESIGN.md §1).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    /// Instruction count at which the output was produced (at most; several may be
+    /// coalesced up to this count).
+    pub icount: ICount,
+    /// What it is.
+    pub kind: OutputKind,
+}
+
+/// Kinds of output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutputKind {
+    /// Console bytes (UART transmit or SBI console).
+    Console(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+/// The machine.
+pub struct Machine {
+    pub(crate) hart: Hart,
+    pub(crate) bus: Bus,
+    pub(crate) builtin_sbi: bool,
+    console: Vec<u8>,
+    outputs: Vec<Output>,
+}
+
+impl Machine {
+    /// Build a machine in its initial state from boot files.
+    pub fn new(cfg: &BootConfig) -> Result<Machine, BootError> {
+        if !(16..=65536).contains(&cfg.memory_mib) {
+            return Err(BootError::BadMemory(cfg.memory_mib));
+        }
+        let mut bus = Bus::new(cfg.memory_mib << 20, cfg.insns_per_tick);
+        let kernel_base = RAM_BASE + KERNEL_OFFSET;
+        let (entry, prv, kernel_end) = match &cfg.firmware {
+            Firmware::None => {
+                let k = boot::load_image(&mut bus.ram, &cfg.kernel, RAM_BASE, "the kernel", false)?;
+                (k.entry, Priv::M, k.end)
+            }
+            Firmware::BuiltinSbi => {
+                let k = boot::load_image(&mut bus.ram, &cfg.kernel, kernel_base, "the kernel", false)?;
+                (k.entry, Priv::S, k.end)
+            }
+            Firmware::External(fw) => {
+                let f = boot::load_image(&mut bus.ram, fw, RAM_BASE, "the firmware", true)?;
+                let k = boot::load_image(&mut bus.ram, &cfg.kernel, kernel_base, "the kernel", false)?;
+                (f.entry, Priv::M, k.end.max(f.end))
+            }
+        };
+        let fdt = boot::place_fdt_and_initrd(&mut bus.ram, cfg, kernel_end)?;
+        let mut hart = Hart::new(entry);
+        hart.s.csr = crate::cpu::csr::Csrs::reset();
+        // As QEMU's reset vector: a0 = hart id, a1 = device tree (a2 = 0: no fw_dynamic info).
+        hart.s.x[10] = 0;
+        hart.s.x[11] = fdt;
+        let builtin_sbi = cfg.firmware == Firmware::BuiltinSbi;
+        if builtin_sbi {
+            // What an SBI implementation leaves behind before entering S-mode.
+            let c = &mut hart.s.csr;
+            c.medeleg = (1 << cause::INSN_MISALIGNED)
+                | (1 << cause::INSN_ACCESS)
+                | (1 << cause::ILLEGAL_INSN)
+                | (1 << cause::BREAKPOINT)
+                | (1 << cause::LOAD_MISALIGNED)
+                | (1 << cause::LOAD_ACCESS)
+                | (1 << cause::STORE_MISALIGNED)
+                | (1 << cause::STORE_ACCESS)
+                | (1 << cause::ECALL_U)
+                | (1 << cause::INSN_PAGE_FAULT)
+                | (1 << cause::LOAD_PAGE_FAULT)
+                | (1 << cause::STORE_PAGE_FAULT);
+            c.mideleg = (1 << irq::SSI) | (1 << irq::STI) | (1 << irq::SEI);
+            c.menvcfg = MENVCFG_STCE;
+            c.mcounteren = 0b111;
+            c.mstatus |= (Priv::S as u64) << mstatus::MPP_SHIFT;
+            hart.s.prv = prv;
+            hart.sbi_intercept = true;
+        }
+        Ok(Machine { hart, bus, builtin_sbi, console: Vec::new(), outputs: Vec::new() })
+    }
+
+    pub(crate) fn from_parts(hart: Hart, bus: Bus, builtin_sbi: bool) -> Machine {
+        Machine { hart, bus, builtin_sbi, console: Vec::new(), outputs: Vec::new() }
+    }
+
+    /// Instructions executed so far.
+    pub fn icount(&self) -> ICount {
+        ICount(self.hart.s.icount)
+    }
+
+    /// Run until the instruction count reaches `until` exactly, or earlier at WFI with
+    /// nothing pending, when outputs are ready, or at power-off/reset.
+    pub fn run(&mut self, until: ICount) -> Exit {
+        loop {
+            self.collect_outputs();
+            if let Some(p) = self.bus.power.take() {
+                return match p {
+                    PowerRequest::PowerOff { exit_code } => Exit::PowerOff { exit_code },
+                    PowerRequest::Reset => Exit::Reset,
+                };
+            }
+            if !self.outputs.is_empty() {
+                return Exit::Output;
+            }
+            if self.hart.sbi_pending {
+                self.hart.sbi_pending = false;
+                sbi::handle(&mut self.hart, &mut self.bus, &mut self.console);
+                continue;
+            }
+            self.update_interrupts();
+            if let Some(i) = self.hart.pending_interrupt() {
+                self.hart.take_interrupt(i);
+            }
+            if self.hart.s.wfi {
+                if self.hart.mip() & self.hart.s.csr.mie == 0 {
+                    return Exit::Idle;
+                }
+                self.hart.s.wfi = false;
+            }
+            if self.hart.s.icount >= until.0 {
+                return Exit::Until;
+            }
+            let end = until.0.min(self.next_timer_deadline());
+            self.bus.attention = false;
+            self.hart.run_batch(&mut self.bus, end);
+        }
+    }
+
+    /// Deliver an input event at the current instruction count.
+    pub fn inject(&mut self, ev: &Event) {
+        match ev {
+            Event::ConsoleInput(bytes) => self.bus.uart.push_input(bytes),
+            Event::ClockAdvance { ticks } => self.bus.clock.advance(self.hart.s.icount, *ticks),
+        }
+        self.hart.attention = true;
+    }
+
+    /// Outputs produced since the last call, in order.
+    pub fn take_outputs(&mut self) -> Vec<Output> {
+        self.collect_outputs();
+        std::mem::take(&mut self.outputs)
+    }
+
+    /// While idle in WFI: how many ticks until the next timer that could wake the hart
+    /// (`None` if no enabled timer is armed). Injecting `ClockAdvance` by this much
+    /// wakes it; doing so deterministically is what `ftvm run` does.
+    pub fn idle_ticks(&self) -> Option<u64> {
+        let now = self.bus.clock.mtime(self.hart.s.icount);
+        self.timer_targets()
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| t.saturating_sub(now))
+    }
+
+    /// Current guest time in `mtime` ticks.
+    pub fn mtime(&self) -> u64 {
+        self.bus.clock.mtime(self.hart.s.icount)
+    }
+
+    /// The enabled timers' compare values: (M timer, S timer).
+    fn timer_targets(&self) -> [Option<u64>; 2] {
+        let c = &self.hart.s.csr;
+        let m = (c.mie & (1 << irq::MTI) != 0).then(|| self.bus.clint.mtimecmp(0));
+        let sstc = c.menvcfg & MENVCFG_STCE != 0;
+        let s = (sstc && c.mie & (1 << irq::STI) != 0).then_some(c.stimecmp);
+        [m, s]
+    }
+
+    fn next_timer_deadline(&self) -> u64 {
+        let now = self.hart.s.icount;
+        let c = &self.hart.s.csr;
+        let mut d = u64::MAX;
+        let mut consider = |target: u64| {
+            let t = self.bus.clock.deadline(target, now);
+            if t > now {
+                d = d.min(t);
+            }
+        };
+        consider(self.bus.clint.mtimecmp(0));
+        if c.menvcfg & MENVCFG_STCE != 0 {
+            consider(c.stimecmp);
+        }
+        d
+    }
+
+    /// Recompute the interrupt lines the devices and timers drive into the hart.
+    fn update_interrupts(&mut self) {
+        let bus = &mut self.bus;
+        bus.update_irq_lines();
+        let mtime = bus.clock.mtime(self.hart.s.icount);
+        let c = &self.hart.s.csr;
+        let mut ext = 0;
+        if bus.clint.msip(0) {
+            ext |= 1 << irq::MSI;
+        }
+        if mtime >= bus.clint.mtimecmp(0) {
+            ext |= 1 << irq::MTI;
+        }
+        if bus.plic.context_interrupt(0) {
+            ext |= 1 << irq::MEI;
+        }
+        if bus.plic.context_interrupt(1) {
+            ext |= 1 << irq::SEI;
+        }
+        if c.menvcfg & MENVCFG_STCE != 0 && mtime >= c.stimecmp {
+            ext |= 1 << irq::STI;
+        }
+        self.hart.ext_mip = ext;
+    }
+
+    fn collect_outputs(&mut self) {
+        self.bus.uart.drain_output_into(&mut self.console);
+        if !self.console.is_empty() {
+            let data = std::mem::take(&mut self.console);
+            self.outputs.push(Output { icount: self.icount(), kind: OutputKind::Console(data) });
+        }
+    }
+}
