@@ -2,6 +2,7 @@
 //! reads no clock and starts no thread; the machine feeds it time (derived from the
 //! instruction count) and input events, and collects its outputs.
 
+pub mod clint;
 pub mod sifive_test;
 
 /// A memory-mapped device. Offsets are relative to the device's base address.
