@@ -3,6 +3,7 @@
 //! instruction count) and input events, and collects its outputs.
 
 pub mod clint;
+pub mod plic;
 pub mod sifive_test;
 
 /// A memory-mapped device. Offsets are relative to the device's base address.
