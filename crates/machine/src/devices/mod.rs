@@ -5,6 +5,7 @@
 pub mod clint;
 pub mod plic;
 pub mod sifive_test;
+pub mod uart;
 
 /// A memory-mapped device. Offsets are relative to the device's base address.
 /// Unknown registers read as zero and ignore writes (STYLE.md §3); guest input never
