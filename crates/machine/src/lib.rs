@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod devices;
+pub mod fdt;
 pub mod types;
 
 pub use types::{GuestPhysAddr, ICount, PhysRange};
