@@ -5,7 +5,9 @@ use std::fmt;
 
 /// An instruction count: the number of guest instructions executed since reset
 /// (retired or trapped). The machine's only notion of "when" (DESIGN.md §2).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct ICount(pub u64);
 
 impl ICount {
@@ -20,7 +22,9 @@ impl fmt::Display for ICount {
 }
 
 /// A guest physical address.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct GuestPhysAddr(pub u64);
 
 impl GuestPhysAddr {

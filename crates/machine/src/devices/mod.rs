@@ -2,6 +2,11 @@
 //! reads no clock and starts no thread; the machine feeds it time (derived from the
 //! instruction count) and input events, and collects its outputs.
 
+pub mod clint;
+pub mod plic;
+pub mod sifive_test;
+pub mod uart;
+
 /// A memory-mapped device. Offsets are relative to the device's base address.
 /// Unknown registers read as zero and ignore writes (STYLE.md §3); guest input never
 /// panics the host.
