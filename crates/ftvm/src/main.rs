@@ -1,1 +1,28 @@
-fn main() {}
+//! `ftvm`: the command-line front end.
+
+mod cli;
+mod run;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FTVM_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let result = match cli.command {
+        cli::Command::Run(args) => run::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ftvm: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -89,7 +89,12 @@ pub(crate) fn load_image(
     allow_raw: bool,
 ) -> Result<Loaded, BootError> {
     let mib = ram.size() >> 20;
-    let fit = |addr: u64, size: u64| BootError::DoesNotFit { what, addr, size, mib };
+    let fit = |addr: u64, size: u64| BootError::DoesNotFit {
+        what,
+        addr,
+        size,
+        mib,
+    };
     if bytes.starts_with(b"\x7fELF") {
         return load_elf(ram, bytes, what);
     }
@@ -101,14 +106,25 @@ pub(crate) fn load_image(
         return Err(fit(base, bytes.len() as u64));
     }
     // A Linux Image reserves image_size (header offset 16) for its own bss.
-    let size = if is_image { u64::from_le_bytes(bytes[16..24].try_into().unwrap()).max(bytes.len() as u64) } else { bytes.len() as u64 };
+    let size = if is_image {
+        u64::from_le_bytes(bytes[16..24].try_into().unwrap()).max(bytes.len() as u64)
+    } else {
+        bytes.len() as u64
+    };
     if ram.offset(base, size).is_none() {
         return Err(fit(base, size));
     }
-    Ok(Loaded { entry: base, end: base + size })
+    Ok(Loaded {
+        entry: base,
+        end: base + size,
+    })
 }
 
-fn load_elf(ram: &mut crate::ram::Ram, bytes: &[u8], what: &'static str) -> Result<Loaded, BootError> {
+fn load_elf(
+    ram: &mut crate::ram::Ram,
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<Loaded, BootError> {
     use object::elf::{FileHeader64, EM_RISCV, PT_LOAD};
     use object::read::elf::{FileHeader, ProgramHeader};
     use object::Endianness;
@@ -125,13 +141,22 @@ fn load_elf(ram: &mut crate::ram::Ram, bytes: &[u8], what: &'static str) -> Resu
         if ph.p_type(endian) != PT_LOAD {
             continue;
         }
-        let data = ph.data(endian, bytes).map_err(|()| BootError::BadElf("a segment lies outside the file (truncated?)".into()))?;
+        let data = ph.data(endian, bytes).map_err(|()| {
+            BootError::BadElf("a segment lies outside the file (truncated?)".into())
+        })?;
         let addr = ph.p_paddr(endian);
         let memsz = ph.p_memsz(endian);
         if memsz < data.len() as u64 {
-            return Err(BootError::BadElf("a segment's memory size is smaller than its file size".into()));
+            return Err(BootError::BadElf(
+                "a segment's memory size is smaller than its file size".into(),
+            ));
         }
-        let fit = BootError::DoesNotFit { what, addr, size: memsz, mib };
+        let fit = BootError::DoesNotFit {
+            what,
+            addr,
+            size: memsz,
+            mib,
+        };
         let off = ram.offset(addr, memsz).ok_or(fit)?;
         let dst = &mut ram.as_mut_slice()[off..off + memsz as usize];
         dst[..data.len()].copy_from_slice(data);
@@ -141,7 +166,10 @@ fn load_elf(ram: &mut crate::ram::Ram, bytes: &[u8], what: &'static str) -> Resu
     if end == 0 {
         return Err(BootError::BadElf("no loadable segments".into()));
     }
-    Ok(Loaded { entry: hdr.e_entry(endian), end })
+    Ok(Loaded {
+        entry: hdr.e_entry(endian),
+        end,
+    })
 }
 
 /// Place the device tree and initrd at the top of RAM as QEMU does (the dtb 2 MiB
@@ -168,13 +196,23 @@ pub(crate) fn place_fdt_and_initrd(
         let start = (fdt_addr - initrd.len() as u64) & !0xfff;
         let size = initrd.len() as u64;
         if start < kernel_end || start > fdt_addr || !ram.load(start, initrd) {
-            return Err(BootError::DoesNotFit { what: "the initrd", addr: start, size, mib });
+            return Err(BootError::DoesNotFit {
+                what: "the initrd",
+                addr: start,
+                size,
+                mib,
+            });
         }
         fdt_cfg.initrd = Some((start, start + size));
     }
     let fdt = build_fdt(&fdt_cfg).map_err(|e| BootError::Fdt(e.to_string()))?;
     if fdt_addr < kernel_end || !ram.load(fdt_addr, &fdt) {
-        return Err(BootError::DoesNotFit { what: "the device tree", addr: fdt_addr, size: fdt.len() as u64, mib });
+        return Err(BootError::DoesNotFit {
+            what: "the device tree",
+            addr: fdt_addr,
+            size: fdt.len() as u64,
+            mib,
+        });
     }
     Ok(fdt_addr)
 }

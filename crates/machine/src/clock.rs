@@ -16,7 +16,11 @@ pub struct Clock {
 impl Clock {
     /// A clock at mtime 0 for icount 0, advancing one tick every `insns_per_tick`.
     pub fn new(insns_per_tick: u64) -> Clock {
-        Clock { base_icount: 0, base_mtime: 0, insns_per_tick: insns_per_tick.max(1) }
+        Clock {
+            base_icount: 0,
+            base_mtime: 0,
+            insns_per_tick: insns_per_tick.max(1),
+        }
     }
 
     /// `mtime` at instruction count `icount` (which must not precede the base).

@@ -84,12 +84,14 @@ impl Machine {
                 (k.entry, Priv::M, k.end)
             }
             Firmware::BuiltinSbi => {
-                let k = boot::load_image(&mut bus.ram, &cfg.kernel, kernel_base, "the kernel", false)?;
+                let k =
+                    boot::load_image(&mut bus.ram, &cfg.kernel, kernel_base, "the kernel", false)?;
                 (k.entry, Priv::S, k.end)
             }
             Firmware::External(fw) => {
                 let f = boot::load_image(&mut bus.ram, fw, RAM_BASE, "the firmware", true)?;
-                let k = boot::load_image(&mut bus.ram, &cfg.kernel, kernel_base, "the kernel", false)?;
+                let k =
+                    boot::load_image(&mut bus.ram, &cfg.kernel, kernel_base, "the kernel", false)?;
                 (f.entry, Priv::M, k.end.max(f.end))
             }
         };
@@ -122,11 +124,23 @@ impl Machine {
             hart.s.prv = prv;
             hart.sbi_intercept = true;
         }
-        Ok(Machine { hart, bus, builtin_sbi, console: Vec::new(), outputs: Vec::new() })
+        Ok(Machine {
+            hart,
+            bus,
+            builtin_sbi,
+            console: Vec::new(),
+            outputs: Vec::new(),
+        })
     }
 
     pub(crate) fn from_parts(hart: Hart, bus: Bus, builtin_sbi: bool) -> Machine {
-        Machine { hart, bus, builtin_sbi, console: Vec::new(), outputs: Vec::new() }
+        Machine {
+            hart,
+            bus,
+            builtin_sbi,
+            console: Vec::new(),
+            outputs: Vec::new(),
+        }
     }
 
     /// Instructions executed so far.
@@ -259,7 +273,10 @@ impl Machine {
         self.bus.uart.drain_output_into(&mut self.console);
         if !self.console.is_empty() {
             let data = std::mem::take(&mut self.console);
-            self.outputs.push(Output { icount: self.icount(), kind: OutputKind::Console(data) });
+            self.outputs.push(Output {
+                icount: self.icount(),
+                kind: OutputKind::Console(data),
+            });
         }
     }
 }

@@ -10,7 +10,9 @@ pub struct Ram {
 impl Ram {
     /// Zero-filled RAM of `size` bytes.
     pub fn new(size: u64) -> Ram {
-        Ram { bytes: vec![0u8; size as usize].into_boxed_slice() }
+        Ram {
+            bytes: vec![0u8; size as usize].into_boxed_slice(),
+        }
     }
 
     /// Size in bytes.

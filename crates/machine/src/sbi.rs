@@ -75,14 +75,23 @@ pub fn handle(hart: &mut Hart, bus: &mut Bus, console: &mut Vec<u8>) {
             (SUCCESS, 0)
         }
         EXT_HSM => match fid {
-            0 => (if a0 == 0 { ERR_ALREADY_AVAILABLE } else { ERR_INVALID_PARAM }, 0),
+            0 => (
+                if a0 == 0 {
+                    ERR_ALREADY_AVAILABLE
+                } else {
+                    ERR_INVALID_PARAM
+                },
+                0,
+            ),
             2 => (if a0 == 0 { SUCCESS } else { ERR_INVALID_PARAM }, 0), // get_status: started
             _ => (ERR_NOT_SUPPORTED, 0),
         },
         EXT_SRST if fid == 0 => match a0 {
             0 => {
                 // Shutdown; reason a1: 0 no reason, 1 system failure.
-                bus.power = Some(PowerRequest::PowerOff { exit_code: if a1 == 0 { 0 } else { 1 } });
+                bus.power = Some(PowerRequest::PowerOff {
+                    exit_code: if a1 == 0 { 0 } else { 1 },
+                });
                 (SUCCESS, 0)
             }
             1 | 2 => {

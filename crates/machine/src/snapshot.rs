@@ -123,7 +123,10 @@ impl Machine {
             return Err(SnapshotError::Version { found: version });
         }
         let len = u64::from_le_bytes(bytes[12..20].try_into().unwrap());
-        let total = 20u64.checked_add(len).and_then(|n| n.checked_add(4)).ok_or(SnapshotError::Truncated(bytes.len()))?;
+        let total = 20u64
+            .checked_add(len)
+            .and_then(|n| n.checked_add(4))
+            .ok_or(SnapshotError::Truncated(bytes.len()))?;
         if (bytes.len() as u64) < total {
             return Err(SnapshotError::Truncated(bytes.len()));
         }
@@ -132,9 +135,13 @@ impl Machine {
         if crc32c::crc32c(body) != crc {
             return Err(SnapshotError::Checksum);
         }
-        let st: MachineState = postcard::from_bytes(&body[20..]).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        let st: MachineState =
+            postcard::from_bytes(&body[20..]).map_err(|e| SnapshotError::Decode(e.to_string()))?;
         if st.ram_size % PAGE as u64 != 0 || st.ram_size > (64 << 30) {
-            return Err(SnapshotError::Decode(format!("bad RAM size {}", st.ram_size)));
+            return Err(SnapshotError::Decode(format!(
+                "bad RAM size {}",
+                st.ram_size
+            )));
         }
         if st.hart.csr.pmpaddr.len() != 64 {
             return Err(SnapshotError::Decode("bad PMP register count".into()));

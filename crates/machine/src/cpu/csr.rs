@@ -26,7 +26,8 @@ pub mod mstatus {
     pub const SXL: u64 = 2 << 34;
     pub const SD: u64 = 1 << 63;
     /// Bits M-mode can write.
-    pub const WRITABLE: u64 = SIE | MIE | SPIE | MPIE | SPP | MPP | FS | MPRV | SUM | MXR | TVM | TW | TSR;
+    pub const WRITABLE: u64 =
+        SIE | MIE | SPIE | MPIE | SPP | MPP | FS | MPRV | SUM | MXR | TVM | TW | TSR;
     /// Bits visible through `sstatus`.
     pub const SSTATUS: u64 = SIE | SPIE | SPP | FS | SUM | MXR | (3 << 32) | SD;
 }
@@ -80,7 +81,15 @@ pub mod num {
 }
 
 /// `misa`: RV64 with A, C, D, F, I, M, S, U.
-pub const MISA: u64 = (2 << 62) | (1 << 0) | (1 << 2) | (1 << 3) | (1 << 5) | (1 << 8) | (1 << 12) | (1 << 18) | (1 << 20);
+pub const MISA: u64 = (2 << 62)
+    | (1 << 0)
+    | (1 << 2)
+    | (1 << 3)
+    | (1 << 5)
+    | (1 << 8)
+    | (1 << 12)
+    | (1 << 18)
+    | (1 << 20);
 /// `menvcfg.STCE`: Sstc enabled (Sstc spec).
 pub const MENVCFG_STCE: u64 = 1 << 63;
 /// Interrupts S-mode may see and delegate.
@@ -244,7 +253,8 @@ impl Hart {
             }
             num::SSTATUS => {
                 let m = mstatus::SSTATUS & mstatus::WRITABLE;
-                self.set_mstatus((c.mstatus & !m) | (v & m));
+                let nv = (c.mstatus & !m) | (v & m);
+                self.set_mstatus(nv);
             }
             num::SIE => {
                 let m = c.mideleg & ALL_INTERRUPTS;
@@ -268,7 +278,7 @@ impl Hart {
                 let mode = v >> 60;
                 if mode == 0 || mode == 8 {
                     c.satp = v & ((0xf << 60) | (0xffff << 44) | ((1 << 44) - 1));
-                    self.flush_tlb();
+                    self.tlb.flush();
                 }
             }
             num::MSTATUS => {

@@ -38,74 +38,334 @@ pub enum CsrOp {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum Insn {
-    Lui { rd: u8, imm: i32 },
-    Auipc { rd: u8, imm: i32 },
-    Jal { rd: u8, imm: i32 },
-    Jalr { rd: u8, rs1: u8, imm: i32 },
-    Beq { rs1: u8, rs2: u8, imm: i32 },
-    Bne { rs1: u8, rs2: u8, imm: i32 },
-    Blt { rs1: u8, rs2: u8, imm: i32 },
-    Bge { rs1: u8, rs2: u8, imm: i32 },
-    Bltu { rs1: u8, rs2: u8, imm: i32 },
-    Bgeu { rs1: u8, rs2: u8, imm: i32 },
-    Lb { rd: u8, rs1: u8, imm: i32 },
-    Lh { rd: u8, rs1: u8, imm: i32 },
-    Lw { rd: u8, rs1: u8, imm: i32 },
-    Ld { rd: u8, rs1: u8, imm: i32 },
-    Lbu { rd: u8, rs1: u8, imm: i32 },
-    Lhu { rd: u8, rs1: u8, imm: i32 },
-    Lwu { rd: u8, rs1: u8, imm: i32 },
-    Sb { rs1: u8, rs2: u8, imm: i32 },
-    Sh { rs1: u8, rs2: u8, imm: i32 },
-    Sw { rs1: u8, rs2: u8, imm: i32 },
-    Sd { rs1: u8, rs2: u8, imm: i32 },
-    Addi { rd: u8, rs1: u8, imm: i32 },
-    Slti { rd: u8, rs1: u8, imm: i32 },
-    Sltiu { rd: u8, rs1: u8, imm: i32 },
-    Xori { rd: u8, rs1: u8, imm: i32 },
-    Ori { rd: u8, rs1: u8, imm: i32 },
-    Andi { rd: u8, rs1: u8, imm: i32 },
-    Slli { rd: u8, rs1: u8, sh: u8 },
-    Srli { rd: u8, rs1: u8, sh: u8 },
-    Srai { rd: u8, rs1: u8, sh: u8 },
-    Addiw { rd: u8, rs1: u8, imm: i32 },
-    Slliw { rd: u8, rs1: u8, sh: u8 },
-    Srliw { rd: u8, rs1: u8, sh: u8 },
-    Sraiw { rd: u8, rs1: u8, sh: u8 },
-    Add { rd: u8, rs1: u8, rs2: u8 },
-    Sub { rd: u8, rs1: u8, rs2: u8 },
-    Sll { rd: u8, rs1: u8, rs2: u8 },
-    Slt { rd: u8, rs1: u8, rs2: u8 },
-    Sltu { rd: u8, rs1: u8, rs2: u8 },
-    Xor { rd: u8, rs1: u8, rs2: u8 },
-    Srl { rd: u8, rs1: u8, rs2: u8 },
-    Sra { rd: u8, rs1: u8, rs2: u8 },
-    Or { rd: u8, rs1: u8, rs2: u8 },
-    And { rd: u8, rs1: u8, rs2: u8 },
-    Addw { rd: u8, rs1: u8, rs2: u8 },
-    Subw { rd: u8, rs1: u8, rs2: u8 },
-    Sllw { rd: u8, rs1: u8, rs2: u8 },
-    Srlw { rd: u8, rs1: u8, rs2: u8 },
-    Sraw { rd: u8, rs1: u8, rs2: u8 },
-    Mul { rd: u8, rs1: u8, rs2: u8 },
-    Mulh { rd: u8, rs1: u8, rs2: u8 },
-    Mulhsu { rd: u8, rs1: u8, rs2: u8 },
-    Mulhu { rd: u8, rs1: u8, rs2: u8 },
-    Div { rd: u8, rs1: u8, rs2: u8 },
-    Divu { rd: u8, rs1: u8, rs2: u8 },
-    Rem { rd: u8, rs1: u8, rs2: u8 },
-    Remu { rd: u8, rs1: u8, rs2: u8 },
-    Mulw { rd: u8, rs1: u8, rs2: u8 },
-    Divw { rd: u8, rs1: u8, rs2: u8 },
-    Divuw { rd: u8, rs1: u8, rs2: u8 },
-    Remw { rd: u8, rs1: u8, rs2: u8 },
-    Remuw { rd: u8, rs1: u8, rs2: u8 },
+    Lui {
+        rd: u8,
+        imm: i32,
+    },
+    Auipc {
+        rd: u8,
+        imm: i32,
+    },
+    Jal {
+        rd: u8,
+        imm: i32,
+    },
+    Jalr {
+        rd: u8,
+        rs1: u8,
+        imm: i32,
+    },
+    Beq {
+        rs1: u8,
+        rs2: u8,
+        imm: i32,
+    },
+    Bne {
+        rs1: u8,
+        rs2: u8,
+        imm: i32,
+    },
+    Blt {
+        rs1: u8,
+        rs2: u8,
+        imm: i32,
+    },
+    Bge {
+        rs1: u8,
+        rs2: u8,
+        imm: i32,
+    },
+    Bltu {
+        rs1: u8,
+        rs2: u8,
+        imm: i32,
+    },
+    Bgeu {
+        rs1: u8,
+        rs2: u8,
+        imm: i32,
+    },
+    Lb {
+        rd: u8,
+        rs1: u8,
+        imm: i32,
+    },
+    Lh {
+        rd: u8,
+        rs1: u8,
+        imm: i32,
+    },
+    Lw {
+        rd: u8,
+        rs1: u8,
+        imm: i32,
+    },
+    Ld {
+        rd: u8,
+        rs1: u8,
+        imm: i32,
+    },
+    Lbu {
+        rd: u8,
+        rs1: u8,
+        imm: i32,
+    },
+    Lhu {
+        rd: u8,
+        rs1: u8,
+        imm: i32,
+    },
+    Lwu {
+        rd: u8,
+        rs1: u8,
+        imm: i32,
+    },
+    Sb {
+        rs1: u8,
+        rs2: u8,
+        imm: i32,
+    },
+    Sh {
+        rs1: u8,
+        rs2: u8,
+        imm: i32,
+    },
+    Sw {
+        rs1: u8,
+        rs2: u8,
+        imm: i32,
+    },
+    Sd {
+        rs1: u8,
+        rs2: u8,
+        imm: i32,
+    },
+    Addi {
+        rd: u8,
+        rs1: u8,
+        imm: i32,
+    },
+    Slti {
+        rd: u8,
+        rs1: u8,
+        imm: i32,
+    },
+    Sltiu {
+        rd: u8,
+        rs1: u8,
+        imm: i32,
+    },
+    Xori {
+        rd: u8,
+        rs1: u8,
+        imm: i32,
+    },
+    Ori {
+        rd: u8,
+        rs1: u8,
+        imm: i32,
+    },
+    Andi {
+        rd: u8,
+        rs1: u8,
+        imm: i32,
+    },
+    Slli {
+        rd: u8,
+        rs1: u8,
+        sh: u8,
+    },
+    Srli {
+        rd: u8,
+        rs1: u8,
+        sh: u8,
+    },
+    Srai {
+        rd: u8,
+        rs1: u8,
+        sh: u8,
+    },
+    Addiw {
+        rd: u8,
+        rs1: u8,
+        imm: i32,
+    },
+    Slliw {
+        rd: u8,
+        rs1: u8,
+        sh: u8,
+    },
+    Srliw {
+        rd: u8,
+        rs1: u8,
+        sh: u8,
+    },
+    Sraiw {
+        rd: u8,
+        rs1: u8,
+        sh: u8,
+    },
+    Add {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Sub {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Sll {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Slt {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Sltu {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Xor {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Srl {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Sra {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Or {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    And {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Addw {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Subw {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Sllw {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Srlw {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Sraw {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Mul {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Mulh {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Mulhsu {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Mulhu {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Div {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Divu {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Rem {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Remu {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Mulw {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Divw {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Divuw {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Remw {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
+    Remuw {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+    },
     /// LR.W / LR.D (`double` selects .D).
-    Lr { rd: u8, rs1: u8, double: bool },
+    Lr {
+        rd: u8,
+        rs1: u8,
+        double: bool,
+    },
     /// SC.W / SC.D.
-    Sc { rd: u8, rs1: u8, rs2: u8, double: bool },
+    Sc {
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+        double: bool,
+    },
     /// AMO*.W / AMO*.D.
-    Amo { op: AmoOp, rd: u8, rs1: u8, rs2: u8, double: bool },
+    Amo {
+        op: AmoOp,
+        rd: u8,
+        rs1: u8,
+        rs2: u8,
+        double: bool,
+    },
     Fence,
     FenceI,
     Ecall,
@@ -113,15 +373,44 @@ pub enum Insn {
     Mret,
     Sret,
     Wfi,
-    SfenceVma { rs1: u8, rs2: u8 },
+    SfenceVma {
+        rs1: u8,
+        rs2: u8,
+    },
     /// CSRRW/CSRRS/CSRRC; `rs1` is the source register.
-    Csr { op: CsrOp, rd: u8, rs1: u8, csr: u16 },
+    Csr {
+        op: CsrOp,
+        rd: u8,
+        rs1: u8,
+        csr: u16,
+    },
     /// CSRRWI/CSRRSI/CSRRCI; `uimm` is the 5-bit immediate.
-    CsrI { op: CsrOp, rd: u8, uimm: u8, csr: u16 },
-    Flw { rd: u8, rs1: u8, imm: i32 },
-    Fld { rd: u8, rs1: u8, imm: i32 },
-    Fsw { rs1: u8, rs2: u8, imm: i32 },
-    Fsd { rs1: u8, rs2: u8, imm: i32 },
+    CsrI {
+        op: CsrOp,
+        rd: u8,
+        uimm: u8,
+        csr: u16,
+    },
+    Flw {
+        rd: u8,
+        rs1: u8,
+        imm: i32,
+    },
+    Fld {
+        rd: u8,
+        rs1: u8,
+        imm: i32,
+    },
+    Fsw {
+        rs1: u8,
+        rs2: u8,
+        imm: i32,
+    },
+    Fsd {
+        rs1: u8,
+        rs2: u8,
+        imm: i32,
+    },
     /// Any other F/D instruction.
     Fp(FpInsn),
     /// An encoding this machine does not implement: raises illegal instruction.
@@ -182,10 +471,23 @@ pub fn decode32(raw: u32) -> Insn {
     let f3 = (raw >> 12) & 7;
     let f7 = raw >> 25;
     match raw & 0x7f {
-        0x37 => Lui { rd, imm: imm_u(raw) },
-        0x17 => Auipc { rd, imm: imm_u(raw) },
-        0x6f => Jal { rd, imm: imm_j(raw) },
-        0x67 if f3 == 0 => Jalr { rd, rs1, imm: imm_i(raw) },
+        0x37 => Lui {
+            rd,
+            imm: imm_u(raw),
+        },
+        0x17 => Auipc {
+            rd,
+            imm: imm_u(raw),
+        },
+        0x6f => Jal {
+            rd,
+            imm: imm_j(raw),
+        },
+        0x67 if f3 == 0 => Jalr {
+            rd,
+            rs1,
+            imm: imm_i(raw),
+        },
         0x63 => {
             let imm = imm_b(raw);
             match f3 {
@@ -240,7 +542,11 @@ pub fn decode32(raw: u32) -> Insn {
         0x1b => {
             let sh = ((raw >> 20) & 0x1f) as u8;
             match (f3, f7) {
-                (0, _) => Addiw { rd, rs1, imm: imm_i(raw) },
+                (0, _) => Addiw {
+                    rd,
+                    rs1,
+                    imm: imm_i(raw),
+                },
                 (1, 0) => Slliw { rd, rs1, sh },
                 (5, 0) => Srliw { rd, rs1, sh },
                 (5, 0x20) => Sraiw { rd, rs1, sh },
@@ -289,13 +595,29 @@ pub fn decode32(raw: u32) -> Insn {
         },
         0x73 => decode_system(raw, rd, rs1, rs2),
         0x07 => match f3 {
-            2 => Flw { rd: rd_f(raw), rs1, imm: imm_i(raw) },
-            3 => Fld { rd: rd_f(raw), rs1, imm: imm_i(raw) },
+            2 => Flw {
+                rd: rd_f(raw),
+                rs1,
+                imm: imm_i(raw),
+            },
+            3 => Fld {
+                rd: rd_f(raw),
+                rs1,
+                imm: imm_i(raw),
+            },
             _ => Illegal,
         },
         0x27 => match f3 {
-            2 => Fsw { rs1, rs2, imm: imm_s(raw) },
-            3 => Fsd { rs1, rs2, imm: imm_s(raw) },
+            2 => Fsw {
+                rs1,
+                rs2,
+                imm: imm_s(raw),
+            },
+            3 => Fsd {
+                rs1,
+                rs2,
+                imm: imm_s(raw),
+            },
             _ => Illegal,
         },
         0x43 | 0x47 | 0x4b | 0x4f | 0x53 => fp::decode(raw).map_or(Illegal, Fp),
@@ -317,7 +639,14 @@ fn decode_amo(raw: u32, rd: u8, rs1: u8, rs2: u8) -> Insn {
     };
     let op = match raw >> 27 {
         0x02 if rs2 == 0 => return Insn::Lr { rd, rs1, double },
-        0x03 => return Insn::Sc { rd, rs1, rs2, double },
+        0x03 => {
+            return Insn::Sc {
+                rd,
+                rs1,
+                rs2,
+                double,
+            }
+        }
         0x01 => AmoOp::Swap,
         0x00 => AmoOp::Add,
         0x04 => AmoOp::Xor,
@@ -329,7 +658,13 @@ fn decode_amo(raw: u32, rd: u8, rs1: u8, rs2: u8) -> Insn {
         0x1c => AmoOp::Maxu,
         _ => return Insn::Illegal,
     };
-    Insn::Amo { op, rd, rs1, rs2, double }
+    Insn::Amo {
+        op,
+        rd,
+        rs1,
+        rs2,
+        double,
+    }
 }
 
 fn decode_system(raw: u32, rd: u8, rs1: u8, rs2: u8) -> Insn {
@@ -355,7 +690,12 @@ fn decode_system(raw: u32, rd: u8, rs1: u8, rs2: u8) -> Insn {
         }
     };
     if (raw >> 14) & 1 == 1 {
-        Insn::CsrI { op, rd, uimm: rs1, csr }
+        Insn::CsrI {
+            op,
+            rd,
+            uimm: rs1,
+            csr,
+        }
     } else {
         Insn::Csr { op, rd, rs1, csr }
     }
@@ -375,30 +715,71 @@ pub fn decode16(raw: u16) -> Insn {
     match (bits(1, 0), bits(15, 13)) {
         (0, 0) => {
             // C.ADDI4SPN
-            let imm = (bits(12, 11) << 4) | (bits(10, 7) << 6) | (bits(6, 6) << 2) | (bits(5, 5) << 3);
+            let imm =
+                (bits(12, 11) << 4) | (bits(10, 7) << 6) | (bits(6, 6) << 2) | (bits(5, 5) << 3);
             if imm == 0 {
                 return Illegal;
             }
-            Addi { rd: rdp, rs1: 2, imm: imm as i32 }
+            Addi {
+                rd: rdp,
+                rs1: 2,
+                imm: imm as i32,
+            }
         }
-        (0, 1) => Fld { rd: rdp, rs1: rs1p, imm: cld_imm(r) },
-        (0, 2) => Lw { rd: rdp, rs1: rs1p, imm: clw_imm(r) },
-        (0, 3) => Ld { rd: rdp, rs1: rs1p, imm: cld_imm(r) },
-        (0, 5) => Fsd { rs1: rs1p, rs2: rdp, imm: cld_imm(r) },
-        (0, 6) => Sw { rs1: rs1p, rs2: rdp, imm: clw_imm(r) },
-        (0, 7) => Sd { rs1: rs1p, rs2: rdp, imm: cld_imm(r) },
+        (0, 1) => Fld {
+            rd: rdp,
+            rs1: rs1p,
+            imm: cld_imm(r),
+        },
+        (0, 2) => Lw {
+            rd: rdp,
+            rs1: rs1p,
+            imm: clw_imm(r),
+        },
+        (0, 3) => Ld {
+            rd: rdp,
+            rs1: rs1p,
+            imm: cld_imm(r),
+        },
+        (0, 5) => Fsd {
+            rs1: rs1p,
+            rs2: rdp,
+            imm: cld_imm(r),
+        },
+        (0, 6) => Sw {
+            rs1: rs1p,
+            rs2: rdp,
+            imm: clw_imm(r),
+        },
+        (0, 7) => Sd {
+            rs1: rs1p,
+            rs2: rdp,
+            imm: cld_imm(r),
+        },
         (1, 0) => {
             let imm = sext((bits(12, 12) << 5) | bits(6, 2), 6);
-            Addi { rd: dest(rd_full), rs1: rd_full, imm }
+            Addi {
+                rd: dest(rd_full),
+                rs1: rd_full,
+                imm,
+            }
         }
         (1, 1) => {
             if rd_full == 0 {
                 return Illegal;
             }
             let imm = sext((bits(12, 12) << 5) | bits(6, 2), 6);
-            Addiw { rd: rd_full, rs1: rd_full, imm }
+            Addiw {
+                rd: rd_full,
+                rs1: rd_full,
+                imm,
+            }
         }
-        (1, 2) => Addi { rd: dest(rd_full), rs1: 0, imm: sext((bits(12, 12) << 5) | bits(6, 2), 6) },
+        (1, 2) => Addi {
+            rd: dest(rd_full),
+            rs1: 0,
+            imm: sext((bits(12, 12) << 5) | bits(6, 2), 6),
+        },
         (1, 3) => {
             if rd_full == 2 {
                 let imm = (bits(12, 12) << 9)
@@ -416,15 +797,30 @@ pub fn decode16(raw: u16) -> Insn {
                 if imm == 0 {
                     return Illegal;
                 }
-                Lui { rd: dest(rd_full), imm }
+                Lui {
+                    rd: dest(rd_full),
+                    imm,
+                }
             }
         }
         (1, 4) => {
             let sh = ((bits(12, 12) << 5) | bits(6, 2)) as u8;
             match bits(11, 10) {
-                0 => Srli { rd: rs1p, rs1: rs1p, sh },
-                1 => Srai { rd: rs1p, rs1: rs1p, sh },
-                2 => Andi { rd: rs1p, rs1: rs1p, imm: sext((bits(12, 12) << 5) | bits(6, 2), 6) },
+                0 => Srli {
+                    rd: rs1p,
+                    rs1: rs1p,
+                    sh,
+                },
+                1 => Srai {
+                    rd: rs1p,
+                    rs1: rs1p,
+                    sh,
+                },
+                2 => Andi {
+                    rd: rs1p,
+                    rs1: rs1p,
+                    imm: sext((bits(12, 12) << 5) | bits(6, 2), 6),
+                },
                 _ => {
                     let (rd, rs1, rs2) = (rs1p, rs1p, rdp);
                     match (bits(12, 12), bits(6, 5)) {
@@ -439,51 +835,102 @@ pub fn decode16(raw: u16) -> Insn {
                 }
             }
         }
-        (1, 5) => Jal { rd: X0_SINK, imm: cj_imm(r) },
-        (1, 6) => Beq { rs1: rs1p, rs2: 0, imm: cb_imm(r) },
-        (1, 7) => Bne { rs1: rs1p, rs2: 0, imm: cb_imm(r) },
+        (1, 5) => Jal {
+            rd: X0_SINK,
+            imm: cj_imm(r),
+        },
+        (1, 6) => Beq {
+            rs1: rs1p,
+            rs2: 0,
+            imm: cb_imm(r),
+        },
+        (1, 7) => Bne {
+            rs1: rs1p,
+            rs2: 0,
+            imm: cb_imm(r),
+        },
         (2, 0) => {
             let sh = ((bits(12, 12) << 5) | bits(6, 2)) as u8;
-            Slli { rd: dest(rd_full), rs1: rd_full, sh }
+            Slli {
+                rd: dest(rd_full),
+                rs1: rd_full,
+                sh,
+            }
         }
         (2, 1) => {
             let imm = (bits(12, 12) << 5) | (bits(6, 5) << 3) | (bits(4, 2) << 6);
-            Fld { rd: rd_full, rs1: 2, imm: imm as i32 }
+            Fld {
+                rd: rd_full,
+                rs1: 2,
+                imm: imm as i32,
+            }
         }
         (2, 2) => {
             if rd_full == 0 {
                 return Illegal;
             }
             let imm = (bits(12, 12) << 5) | (bits(6, 4) << 2) | (bits(3, 2) << 6);
-            Lw { rd: rd_full, rs1: 2, imm: imm as i32 }
+            Lw {
+                rd: rd_full,
+                rs1: 2,
+                imm: imm as i32,
+            }
         }
         (2, 3) => {
             if rd_full == 0 {
                 return Illegal;
             }
             let imm = (bits(12, 12) << 5) | (bits(6, 5) << 3) | (bits(4, 2) << 6);
-            Ld { rd: rd_full, rs1: 2, imm: imm as i32 }
+            Ld {
+                rd: rd_full,
+                rs1: 2,
+                imm: imm as i32,
+            }
         }
         (2, 4) => match (bits(12, 12), rd_full, rs2_full) {
             (0, 0, _) => Illegal,
-            (0, rs1, 0) => Jalr { rd: X0_SINK, rs1, imm: 0 },
-            (0, rd, rs2) => Add { rd: dest(rd), rs1: 0, rs2 },
+            (0, rs1, 0) => Jalr {
+                rd: X0_SINK,
+                rs1,
+                imm: 0,
+            },
+            (0, rd, rs2) => Add {
+                rd: dest(rd),
+                rs1: 0,
+                rs2,
+            },
             (1, 0, 0) => Ebreak,
             (1, rs1, 0) => Jalr { rd: 1, rs1, imm: 0 },
-            (1, rd, rs2) => Add { rd: dest(rd), rs1: rd, rs2 },
+            (1, rd, rs2) => Add {
+                rd: dest(rd),
+                rs1: rd,
+                rs2,
+            },
             _ => Illegal,
         },
         (2, 5) => {
             let imm = (bits(12, 10) << 3) | (bits(9, 7) << 6);
-            Fsd { rs1: 2, rs2: rs2_full, imm: imm as i32 }
+            Fsd {
+                rs1: 2,
+                rs2: rs2_full,
+                imm: imm as i32,
+            }
         }
         (2, 6) => {
             let imm = (bits(12, 9) << 2) | (bits(8, 7) << 6);
-            Sw { rs1: 2, rs2: rs2_full, imm: imm as i32 }
+            Sw {
+                rs1: 2,
+                rs2: rs2_full,
+                imm: imm as i32,
+            }
         }
         (2, 7) => {
             let imm = (bits(12, 10) << 3) | (bits(9, 7) << 6);
-            Sd { rs1: 2, rs2: rs2_full, imm: imm as i32 }
+            Sd {
+                rs1: 2,
+                rs2: rs2_full,
+                imm: imm as i32,
+            }
         }
         _ => Illegal,
     }

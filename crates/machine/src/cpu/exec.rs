@@ -52,9 +52,18 @@ impl Hart {
             Bge { rs1, rs2, imm } => branch!((x!(rs1) as i64) >= (x!(rs2) as i64), imm),
             Bltu { rs1, rs2, imm } => branch!(x!(rs1) < x!(rs2), imm),
             Bgeu { rs1, rs2, imm } => branch!(x!(rs1) >= x!(rs2), imm),
-            Lb { rd, rs1, imm } => set!(rd, self.load::<1>(bus, ea(x!(rs1), imm))? as i8 as i64 as u64),
-            Lh { rd, rs1, imm } => set!(rd, self.load::<2>(bus, ea(x!(rs1), imm))? as i16 as i64 as u64),
-            Lw { rd, rs1, imm } => set!(rd, self.load::<4>(bus, ea(x!(rs1), imm))? as i32 as i64 as u64),
+            Lb { rd, rs1, imm } => set!(
+                rd,
+                self.load::<1>(bus, ea(x!(rs1), imm))? as i8 as i64 as u64
+            ),
+            Lh { rd, rs1, imm } => set!(
+                rd,
+                self.load::<2>(bus, ea(x!(rs1), imm))? as i16 as i64 as u64
+            ),
+            Lw { rd, rs1, imm } => set!(
+                rd,
+                self.load::<4>(bus, ea(x!(rs1), imm))? as i32 as i64 as u64
+            ),
             Ld { rd, rs1, imm } => set!(rd, self.load::<8>(bus, ea(x!(rs1), imm))?),
             Lbu { rd, rs1, imm } => set!(rd, self.load::<1>(bus, ea(x!(rs1), imm))?),
             Lhu { rd, rs1, imm } => set!(rd, self.load::<2>(bus, ea(x!(rs1), imm))?),
@@ -93,12 +102,20 @@ impl Hart {
             Sraw { rd, rs1, rs2 } => set!(rd, ((x!(rs1) as i32) >> (x!(rs2) & 31)) as i64 as u64),
             Mul { rd, rs1, rs2 } => set!(rd, x!(rs1).wrapping_mul(x!(rs2))),
             Mulh { rd, rs1, rs2 } => {
-                set!(rd, (((x!(rs1) as i64 as i128) * (x!(rs2) as i64 as i128)) >> 64) as u64)
+                set!(
+                    rd,
+                    (((x!(rs1) as i64 as i128) * (x!(rs2) as i64 as i128)) >> 64) as u64
+                )
             }
             Mulhsu { rd, rs1, rs2 } => {
-                set!(rd, (((x!(rs1) as i64 as i128).wrapping_mul(x!(rs2) as i128)) >> 64) as u64)
+                set!(
+                    rd,
+                    (((x!(rs1) as i64 as i128).wrapping_mul(x!(rs2) as i128)) >> 64) as u64
+                )
             }
-            Mulhu { rd, rs1, rs2 } => set!(rd, (((x!(rs1) as u128) * (x!(rs2) as u128)) >> 64) as u64),
+            Mulhu { rd, rs1, rs2 } => {
+                set!(rd, (((x!(rs1) as u128) * (x!(rs2) as u128)) >> 64) as u64)
+            }
             Div { rd, rs1, rs2 } => set!(rd, div(x!(rs1) as i64, x!(rs2) as i64) as u64),
             Divu { rd, rs1, rs2 } => set!(rd, x!(rs1).checked_div(x!(rs2)).unwrap_or(u64::MAX)),
             Rem { rd, rs1, rs2 } => set!(rd, rem(x!(rs1) as i64, x!(rs2) as i64) as u64),
@@ -106,7 +123,12 @@ impl Hart {
             Mulw { rd, rs1, rs2 } => set!(rd, sx((x!(rs1) as u32).wrapping_mul(x!(rs2) as u32))),
             Divw { rd, rs1, rs2 } => set!(rd, div32(x!(rs1) as i32, x!(rs2) as i32) as i64 as u64),
             Divuw { rd, rs1, rs2 } => {
-                set!(rd, sx((x!(rs1) as u32).checked_div(x!(rs2) as u32).unwrap_or(u32::MAX)))
+                set!(
+                    rd,
+                    sx((x!(rs1) as u32)
+                        .checked_div(x!(rs2) as u32)
+                        .unwrap_or(u32::MAX))
+                )
             }
             Remw { rd, rs1, rs2 } => set!(rd, rem32(x!(rs1) as i32, x!(rs2) as i32) as i64 as u64),
             Remuw { rd, rs1, rs2 } => {
@@ -119,7 +141,12 @@ impl Hart {
                 self.s.reservation = Some(va);
                 set!(rd, v);
             }
-            Sc { rd, rs1, rs2, double } => {
+            Sc {
+                rd,
+                rs1,
+                rs2,
+                double,
+            } => {
                 let va = x!(rs1);
                 let size = if double { 8 } else { 4 };
                 if va & (size - 1) != 0 {
@@ -136,11 +163,21 @@ impl Hart {
                 }
                 set!(rd, !ok as u64);
             }
-            Amo { op, rd, rs1, rs2, double } => {
+            Amo {
+                op,
+                rd,
+                rs1,
+                rs2,
+                double,
+            } => {
                 let va = x!(rs1);
                 let old = self.amo_load(bus, va, double, cause::STORE_MISALIGNED, Access::Store)?;
                 let src = x!(rs2);
-                let (a, b) = if double { (old, src) } else { (old, src as i32 as i64 as u64) };
+                let (a, b) = if double {
+                    (old, src)
+                } else {
+                    (old, src as i32 as i64 as u64)
+                };
                 let new = match op {
                     AmoOp::Swap => b,
                     AmoOp::Add => a.wrapping_add(b),
@@ -256,7 +293,15 @@ impl Hart {
 
     /// CSRRW/CSRRS/CSRRC and their immediate forms (Zicsr). `writes` is false for
     /// CSRRS/CSRRC with x0/zero source, which then never write (nor fault as a write).
-    fn csr_op(&mut self, bus: &Bus, op: CsrOp, rd: u8, csr: u16, src: u64, writes: bool) -> Result<(), Exception> {
+    fn csr_op(
+        &mut self,
+        bus: &Bus,
+        op: CsrOp,
+        rd: u8,
+        csr: u16,
+        src: u64,
+        writes: bool,
+    ) -> Result<(), Exception> {
         let old = self.csr_read(bus, csr)?;
         let new = match op {
             CsrOp::Rw => Some(src),
@@ -266,7 +311,10 @@ impl Hart {
         };
         if let Some(v) = new {
             self.csr_write(csr, v)?;
-            if matches!(csr, super::csr::num::FFLAGS | super::csr::num::FRM | super::csr::num::FCSR) {
+            if matches!(
+                csr,
+                super::csr::num::FFLAGS | super::csr::num::FRM | super::csr::num::FCSR
+            ) {
                 self.set_fs_dirty();
             }
         }
@@ -277,7 +325,11 @@ impl Hart {
     fn mret(&mut self) -> u64 {
         let m = self.s.csr.mstatus;
         let mpp = Priv::from_bits(m >> mstatus::MPP_SHIFT);
-        let mut n = if m & mstatus::MPIE != 0 { m | mstatus::MIE } else { m & !mstatus::MIE };
+        let mut n = if m & mstatus::MPIE != 0 {
+            m | mstatus::MIE
+        } else {
+            m & !mstatus::MIE
+        };
         n |= mstatus::MPIE;
         n &= !mstatus::MPP;
         if mpp != Priv::M {
@@ -291,8 +343,16 @@ impl Hart {
 
     fn sret(&mut self) -> u64 {
         let m = self.s.csr.mstatus;
-        let spp = if m & mstatus::SPP != 0 { Priv::S } else { Priv::U };
-        let mut n = if m & mstatus::SPIE != 0 { m | mstatus::SIE } else { m & !mstatus::SIE };
+        let spp = if m & mstatus::SPP != 0 {
+            Priv::S
+        } else {
+            Priv::U
+        };
+        let mut n = if m & mstatus::SPIE != 0 {
+            m | mstatus::SIE
+        } else {
+            m & !mstatus::SIE
+        };
         n |= mstatus::SPIE;
         n &= !mstatus::SPP;
         n &= !mstatus::MPRV;
@@ -313,12 +373,18 @@ impl Hart {
         if let Some(off) = bus.ram.offset(pa, N as u64) {
             return Ok(bus.ram.read_at::<N>(off));
         }
-        bus.mmio_read(pa, N as u8, self.s.icount).ok_or(Exception::new(cause::LOAD_ACCESS, va))
+        bus.mmio_read(pa, N as u8, self.s.icount)
+            .ok_or(Exception::new(cause::LOAD_ACCESS, va))
     }
 
     /// Store the low `N` bytes of `v` at virtual address `va`.
     #[inline(always)]
-    pub fn store<const N: usize>(&mut self, bus: &mut Bus, va: u64, v: u64) -> Result<(), Exception> {
+    pub fn store<const N: usize>(
+        &mut self,
+        bus: &mut Bus,
+        va: u64,
+        v: u64,
+    ) -> Result<(), Exception> {
         if va & (N as u64 - 1) != 0 {
             return self.store_misaligned(bus, va, N, v);
         }
@@ -343,7 +409,13 @@ impl Hart {
         Ok(v)
     }
 
-    fn store_misaligned(&mut self, bus: &mut Bus, va: u64, n: usize, v: u64) -> Result<(), Exception> {
+    fn store_misaligned(
+        &mut self,
+        bus: &mut Bus,
+        va: u64,
+        n: usize,
+        v: u64,
+    ) -> Result<(), Exception> {
         // Check both ends are writable before writing anything.
         self.translate_data(bus, va, Access::Store)?;
         self.translate_data(bus, va.wrapping_add(n as u64 - 1), Access::Store)?;
@@ -354,7 +426,14 @@ impl Hart {
     }
 
     /// The load half of LR/AMO: naturally aligned, RAM only.
-    fn amo_load(&mut self, bus: &mut Bus, va: u64, double: bool, misaligned: u64, acc: Access) -> Result<u64, Exception> {
+    fn amo_load(
+        &mut self,
+        bus: &mut Bus,
+        va: u64,
+        double: bool,
+        misaligned: u64,
+        acc: Access,
+    ) -> Result<u64, Exception> {
         let size = if double { 8 } else { 4 };
         if va & (size - 1) != 0 {
             return Err(Exception::new(misaligned, va));
@@ -362,7 +441,11 @@ impl Hart {
         let pa = self.translate_data(bus, va, acc)?;
         let fault = Exception::new(acc.access_fault(), va);
         let off = bus.ram.offset(pa, size).ok_or(fault)?;
-        Ok(if double { bus.ram.read_at::<8>(off) } else { bus.ram.read_at::<4>(off) as i32 as i64 as u64 })
+        Ok(if double {
+            bus.ram.read_at::<8>(off)
+        } else {
+            bus.ram.read_at::<4>(off) as i32 as i64 as u64
+        })
     }
 }
 

@@ -27,7 +27,11 @@ struct Entry {
     flags: u8,
 }
 
-const EMPTY: Entry = Entry { vpn: INVALID, ppage: 0, flags: 0 };
+const EMPTY: Entry = Entry {
+    vpn: INVALID,
+    ppage: 0,
+    flags: 0,
+};
 
 /// The software TLB: [privilege U/S][fetch/load/store][entry].
 pub struct Tlb {
@@ -36,7 +40,9 @@ pub struct Tlb {
 
 impl Default for Tlb {
     fn default() -> Tlb {
-        Tlb { sets: [[[EMPTY; TLB_ENTRIES]; 3]; 2] }
+        Tlb {
+            sets: [[[EMPTY; TLB_ENTRIES]; 3]; 2],
+        }
     }
 }
 
@@ -79,13 +85,24 @@ impl Hart {
 
     /// Translate a data address for a load or store.
     #[inline(always)]
-    pub fn translate_data(&mut self, bus: &mut Bus, va: u64, access: Access) -> Result<u64, Exception> {
+    pub fn translate_data(
+        &mut self,
+        bus: &mut Bus,
+        va: u64,
+        access: Access,
+    ) -> Result<u64, Exception> {
         let prv = self.data_priv();
         self.translate(bus, va, access, prv)
     }
 
     #[inline(always)]
-    fn translate(&mut self, bus: &mut Bus, va: u64, access: Access, prv: Priv) -> Result<u64, Exception> {
+    fn translate(
+        &mut self,
+        bus: &mut Bus,
+        va: u64,
+        access: Access,
+        prv: Priv,
+    ) -> Result<u64, Exception> {
         if prv == Priv::M || self.s.csr.satp >> 60 == 0 {
             return Ok(va);
         }
@@ -99,11 +116,18 @@ impl Hart {
 
     fn flags_ok(&self, flags: u8) -> bool {
         let m = self.s.csr.mstatus;
-        (flags & F_USER == 0 || m & mstatus::SUM != 0) && (flags & F_MXR == 0 || m & mstatus::MXR != 0)
+        (flags & F_USER == 0 || m & mstatus::SUM != 0)
+            && (flags & F_MXR == 0 || m & mstatus::MXR != 0)
     }
 
     /// Walk the Sv39 page table (privileged spec 4.3.2), updating A/D bits in memory.
-    fn walk(&mut self, bus: &mut Bus, va: u64, access: Access, prv: Priv) -> Result<u64, Exception> {
+    fn walk(
+        &mut self,
+        bus: &mut Bus,
+        va: u64,
+        access: Access,
+        prv: Priv,
+    ) -> Result<u64, Exception> {
         let fault = Exception::new(access.page_fault(), va);
         // Bits 63..39 must equal bit 38 (4.4.1).
         if ((va as i64) << 25 >> 25) as u64 != va {
@@ -114,9 +138,13 @@ impl Hart {
         let (pte, pte_addr) = loop {
             let idx = (va >> (PAGE_SHIFT + 9 * level)) & 0x1ff;
             let addr = table + idx * 8;
-            let off = bus.ram.offset(addr, 8).ok_or(Exception::new(access.access_fault(), va))?;
+            let off = bus
+                .ram
+                .offset(addr, 8)
+                .ok_or(Exception::new(access.access_fault(), va))?;
             let pte = bus.ram.read_at::<8>(off);
-            if pte & PTE_V == 0 || (pte & PTE_R == 0 && pte & PTE_W != 0) || pte & PTE_RESERVED != 0 {
+            if pte & PTE_V == 0 || (pte & PTE_R == 0 && pte & PTE_W != 0) || pte & PTE_RESERVED != 0
+            {
                 return Err(fault);
             }
             if pte & (PTE_R | PTE_X) != 0 {
@@ -171,8 +199,11 @@ impl Hart {
         }
         let page = (ppn | ((va >> PAGE_SHIFT) & low_mask)) << PAGE_SHIFT;
         let vpn = va >> PAGE_SHIFT;
-        self.tlb.sets[prv as usize][access as usize][vpn as usize & (TLB_ENTRIES - 1)] =
-            Entry { vpn, ppage: page, flags };
+        self.tlb.sets[prv as usize][access as usize][vpn as usize & (TLB_ENTRIES - 1)] = Entry {
+            vpn,
+            ppage: page,
+            flags,
+        };
         Ok(page | (va & 0xfff))
     }
 }

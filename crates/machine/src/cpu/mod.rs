@@ -26,7 +26,12 @@ struct ICacheEntry {
     insn: Insn,
 }
 
-const EMPTY_ICACHE: ICacheEntry = ICacheEntry { paddr: u64::MAX, raw: 0, len: 0, insn: Insn::Illegal };
+const EMPTY_ICACHE: ICacheEntry = ICacheEntry {
+    paddr: u64::MAX,
+    raw: 0,
+    len: 0,
+    insn: Insn::Illegal,
+};
 
 /// Architectural state of a hart: everything guest-visible, nothing cached.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,7 +59,7 @@ pub struct HartState {
 pub struct Hart {
     /// Architectural state.
     pub s: HartState,
-    tlb: Box<mmu::Tlb>,
+    pub(crate) tlb: Box<mmu::Tlb>,
     icache: Box<[ICacheEntry]>,
     /// Interrupt inputs driven by devices: MSIP, MTIP, MEIP, SEIP (PLIC), STIP (Sstc).
     pub ext_mip: u64,
@@ -146,7 +151,12 @@ impl Hart {
                     return Ok((e.insn, e.len as u64));
                 }
                 let (insn, len) = decode_raw(raw);
-                *e = ICacheEntry { paddr, raw, len: len as u8, insn };
+                *e = ICacheEntry {
+                    paddr,
+                    raw,
+                    len: len as u8,
+                    insn,
+                };
                 return Ok((insn, len));
             }
         }
@@ -195,7 +205,9 @@ mod regs33 {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u64; 33], D::Error> {
         let v = Vec::<u64>::deserialize(d)?;
-        let mut x: [u64; 33] = v.try_into().map_err(|_| serde::de::Error::custom("expected 33 registers"))?;
+        let mut x: [u64; 33] = v
+            .try_into()
+            .map_err(|_| serde::de::Error::custom("expected 33 registers"))?;
         x[super::decode::X0_SINK as usize] = 0;
         x[0] = 0;
         Ok(x)

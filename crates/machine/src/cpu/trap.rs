@@ -147,7 +147,8 @@ impl Hart {
             return None;
         }
         let m_enabled = self.s.prv < Priv::M || c.mstatus & mstatus::MIE != 0;
-        let s_enabled = self.s.prv < Priv::S || (self.s.prv == Priv::S && c.mstatus & mstatus::SIE != 0);
+        let s_enabled =
+            self.s.prv < Priv::S || (self.s.prv == Priv::S && c.mstatus & mstatus::SIE != 0);
         let m_pending = if m_enabled { pending & !c.mideleg } else { 0 };
         let s_pending = if s_enabled { pending & c.mideleg } else { 0 };
         let take = if m_pending != 0 { m_pending } else { s_pending };
@@ -173,9 +174,17 @@ impl Hart {
             c.scause = cause;
             c.stval = tval;
             let mut m = c.mstatus;
-            m = if m & mstatus::SIE != 0 { m | mstatus::SPIE } else { m & !mstatus::SPIE };
+            m = if m & mstatus::SIE != 0 {
+                m | mstatus::SPIE
+            } else {
+                m & !mstatus::SPIE
+            };
             m &= !mstatus::SIE;
-            m = if prv == Priv::S { m | mstatus::SPP } else { m & !mstatus::SPP };
+            m = if prv == Priv::S {
+                m | mstatus::SPP
+            } else {
+                m & !mstatus::SPP
+            };
             c.mstatus = m;
             self.s.prv = Priv::S;
             self.s.pc = vector(c.stvec, code, interrupt);
@@ -184,7 +193,11 @@ impl Hart {
             c.mcause = cause;
             c.mtval = tval;
             let mut m = c.mstatus;
-            m = if m & mstatus::MIE != 0 { m | mstatus::MPIE } else { m & !mstatus::MPIE };
+            m = if m & mstatus::MIE != 0 {
+                m | mstatus::MPIE
+            } else {
+                m & !mstatus::MPIE
+            };
             m &= !mstatus::MIE;
             m = (m & !mstatus::MPP) | ((prv as u64) << mstatus::MPP_SHIFT);
             c.mstatus = m;

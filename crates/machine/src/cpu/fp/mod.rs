@@ -33,7 +33,13 @@ pub struct FpEffect {
 pub struct IllegalFp;
 
 /// Execute an F/D instruction.
-pub fn execute(_i: FpInsn, _x: &mut [u64; 33], _f: &mut [u64; 32], _frm: u8, _fflags: &mut u8) -> Result<FpEffect, IllegalFp> {
+pub fn execute(
+    _i: FpInsn,
+    _x: &mut [u64; 33],
+    _f: &mut [u64; 32],
+    _frm: u8,
+    _fflags: &mut u8,
+) -> Result<FpEffect, IllegalFp> {
     Err(IllegalFp)
 }
 

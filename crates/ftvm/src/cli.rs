@@ -1,0 +1,56 @@
+//! Command-line syntax.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// ftvm: a fault-tolerant virtual machine monitor for RISC-V 64-bit guests.
+#[derive(Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Boot a guest: a bare-metal ELF or a Linux Image. Console on stdout.
+    Run(RunArgs),
+}
+
+/// Options describing a machine and its boot files.
+#[derive(Args, Clone)]
+pub struct MachineArgs {
+    /// Kernel: an ELF file or a RISC-V Linux `Image`.
+    #[arg(long, value_name = "FILE")]
+    pub kernel: PathBuf,
+    /// Initial ramdisk (Linux initramfs).
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(
+        long,
+        value_name = "ARGS",
+        default_value = "console=ttyS0 earlycon=sbi"
+    )]
+    pub append: String,
+    /// Guest RAM in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 128)]
+    pub memory: u64,
+    /// Firmware: omit for ftvm's built-in SBI (kernel starts in S-mode), `none` to start
+    /// the ELF in M-mode at its entry (like QEMU `-bios none`), or an M-mode firmware
+    /// file such as OpenSBI's fw_jump.
+    #[arg(long, value_name = "none|FILE")]
+    pub bios: Option<String>,
+    /// Guest instructions per 100 ns tick of guest time (the 10 MHz timebase).
+    #[arg(long, value_name = "N", default_value_t = 10, hide = true)]
+    pub insns_per_tick: u64,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub machine: MachineArgs,
+    /// Stop after exactly N instructions and print `icount=N state_hash=<hex>` on stderr.
+    #[arg(long, value_name = "N")]
+    pub stop_at: Option<u64>,
+}
