@@ -3,16 +3,21 @@
 use crate::devices::layout::RAM_BASE;
 
 /// Guest RAM. Safe slice accesses; little-endian (the RISC-V memory model).
+///
+/// An anonymous mapping advised to use transparent huge pages: guest accesses spread
+/// over many pages would otherwise spend much of their time in host TLB misses.
 pub struct Ram {
-    bytes: Box<[u8]>,
+    bytes: memmap2::MmapMut,
 }
 
 impl Ram {
     /// Zero-filled RAM of `size` bytes.
     pub fn new(size: u64) -> Ram {
-        Ram {
-            bytes: vec![0u8; size as usize].into_boxed_slice(),
-        }
+        let bytes =
+            memmap2::MmapMut::map_anon(size.max(1) as usize).expect("cannot allocate guest RAM");
+        // Advice only: without huge pages RAM still works, just slower.
+        let _ = bytes.advise(memmap2::Advice::HugePage);
+        Ram { bytes }
     }
 
     /// Size in bytes.
