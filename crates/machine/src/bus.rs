@@ -79,12 +79,13 @@ impl Bus {
     /// Write `size` bytes to a device register at `paddr`; false if nothing is mapped.
     pub fn mmio_write(&mut self, paddr: u64, size: u8, value: u64, icount: u64) -> bool {
         if let Some(off) = self.ram.offset(paddr, size as u64) {
-            match size {
+            let code = match size {
                 1 => self.ram.write_at::<1>(off, value),
                 2 => self.ram.write_at::<2>(off, value),
                 4 => self.ram.write_at::<4>(off, value),
                 _ => self.ram.write_at::<8>(off, value),
-            }
+            };
+            self.attention |= code;
             return true;
         }
         if in_window(paddr, size, UART_BASE, UART_SIZE) {

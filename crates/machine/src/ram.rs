@@ -2,12 +2,20 @@
 
 use crate::devices::layout::RAM_BASE;
 
+/// Page size for code-cache bookkeeping.
+const PAGE: usize = 4096;
+
 /// Guest RAM. Safe slice accesses; little-endian (the RISC-V memory model).
 ///
 /// An anonymous mapping advised to use transparent huge pages: guest accesses spread
 /// over many pages would otherwise spend much of their time in host TLB misses.
 pub struct Ram {
     bytes: memmap2::MmapMut,
+    /// Per 4 KiB page: nonzero if decoded code from the page is cached (a write must
+    /// invalidate it).
+    code: Vec<u8>,
+    /// Per page: bumped whenever a page holding cached code is written.
+    gen: Vec<u32>,
 }
 
 impl Ram {
@@ -17,7 +25,12 @@ impl Ram {
             memmap2::MmapMut::map_anon(size.max(1) as usize).expect("cannot allocate guest RAM");
         // Advice only: without huge pages RAM still works, just slower.
         let _ = bytes.advise(memmap2::Advice::HugePage);
-        Ram { bytes }
+        let pages = (size as usize).div_ceil(PAGE);
+        Ram {
+            bytes,
+            code: vec![0; pages],
+            gen: vec![0; pages],
+        }
     }
 
     /// Size in bytes.
@@ -45,10 +58,37 @@ impl Ram {
         u64::from_le_bytes(b)
     }
 
-    /// Write the low `N` bytes of `v` at RAM offset `off`.
+    /// Write the low `N` bytes of `v` at RAM offset `off` (naturally aligned, so within
+    /// one page). Returns true if the page held cached code, which is now stale.
     #[inline(always)]
-    pub fn write_at<const N: usize>(&mut self, off: usize, v: u64) {
+    pub fn write_at<const N: usize>(&mut self, off: usize, v: u64) -> bool {
         self.bytes[off..off + N].copy_from_slice(&v.to_le_bytes()[..N]);
+        let page = off / PAGE;
+        if self.code[page] != 0 {
+            self.invalidate(page);
+            return true;
+        }
+        false
+    }
+
+    #[cold]
+    fn invalidate(&mut self, page: usize) {
+        self.code[page] = 0;
+        self.gen[page] = self.gen[page].wrapping_add(1);
+    }
+
+    /// Note that code from the page at RAM offset `off` is being cached; returns the
+    /// page's generation, which changes when the page is next written.
+    pub fn cache_code(&mut self, off: usize) -> u32 {
+        let page = off / PAGE;
+        self.code[page] = 1;
+        self.gen[page]
+    }
+
+    /// The generation of the page at RAM offset `off` (see [`Ram::cache_code`]).
+    #[inline(always)]
+    pub fn code_gen(&self, off: usize) -> u32 {
+        self.gen[off / PAGE]
     }
 
     /// All of RAM.
@@ -56,8 +96,13 @@ impl Ram {
         &self.bytes
     }
 
-    /// All of RAM, mutably.
+    /// All of RAM, mutably. Invalidates all cached code.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        for page in 0..self.code.len() {
+            if self.code[page] != 0 {
+                self.invalidate(page);
+            }
+        }
         &mut self.bytes
     }
 
@@ -66,6 +111,12 @@ impl Ram {
         match self.offset(paddr, data.len() as u64) {
             Some(off) => {
                 self.bytes[off..off + data.len()].copy_from_slice(data);
+                let last = (off + data.len()).div_ceil(PAGE);
+                for page in off / PAGE..last {
+                    if self.code[page] != 0 {
+                        self.invalidate(page);
+                    }
+                }
                 true
             }
             None => false,

@@ -199,7 +199,9 @@ impl Hart {
                 set!(rd, old);
             }
             Fence => {}
-            FenceI => self.flush_icache(),
+            // Cached code is kept coherent with every RAM write, so FENCE.I has
+            // nothing to flush; it ends the block like any other fence of fetches.
+            FenceI => {}
             Ecall if self.s.prv == Priv::S && self.sbi_intercept => {
                 self.sbi_pending = true;
                 self.attention = true;
@@ -390,7 +392,10 @@ impl Hart {
         }
         let pa = self.translate_data(bus, va, Access::Store)?;
         if let Some(off) = bus.ram.offset(pa, N as u64) {
-            bus.ram.write_at::<N>(off, v);
+            if bus.ram.write_at::<N>(off, v) {
+                // Stale cached code: leave the current block.
+                bus.attention = true;
+            }
             return Ok(());
         }
         if bus.mmio_write(pa, N as u8, v, self.s.icount) {

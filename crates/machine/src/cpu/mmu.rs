@@ -195,7 +195,9 @@ impl Hart {
             new |= PTE_D;
         }
         if new != pte {
-            bus.ram.write_at::<8>(pte_addr, new);
+            if bus.ram.write_at::<8>(pte_addr, new) {
+                bus.attention = true;
+            }
         }
         let page = (ppn | ((va >> PAGE_SHIFT) & low_mask)) << PAGE_SHIFT;
         let vpn = va >> PAGE_SHIFT;

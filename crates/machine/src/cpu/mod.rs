@@ -15,23 +15,20 @@ use decode::Insn;
 use serde::{Deserialize, Serialize};
 pub use trap::{Exception, Priv};
 
-/// Decoded-instruction cache entries (direct-mapped by physical address).
-const ICACHE_ENTRIES: usize = 1 << 14;
+/// Blocks in the decoded-code cache (direct-mapped by physical address).
+const BLOCK_SLOTS: usize = 1 << 12;
+/// Longest block, in instructions.
+const MAX_BLOCK: usize = 64;
 
-#[derive(Clone, Copy)]
-struct ICacheEntry {
+/// A run of decoded instructions from one physical page, ending at the first
+/// instruction that may change control flow or translation. Valid while its page's
+/// generation is unchanged (every RAM write to a page holding cached code bumps it),
+/// so the cache never changes guest-visible behaviour.
+struct Block {
     paddr: u64,
-    raw: u32,
-    len: u8,
-    insn: Insn,
+    gen: u32,
+    insns: Vec<(Insn, u8)>,
 }
-
-const EMPTY_ICACHE: ICacheEntry = ICacheEntry {
-    paddr: u64::MAX,
-    raw: 0,
-    len: 0,
-    insn: Insn::Illegal,
-};
 
 /// Architectural state of a hart: everything guest-visible, nothing cached.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,7 +57,7 @@ pub struct Hart {
     /// Architectural state.
     pub s: HartState,
     pub(crate) tlb: Box<mmu::Tlb>,
-    icache: Box<[ICacheEntry]>,
+    blocks: Vec<Option<Block>>,
     /// Interrupt inputs driven by devices: MSIP, MTIP, MEIP, SEIP (PLIC), STIP (Sstc).
     pub ext_mip: u64,
     /// Set when state changed so that the machine must re-check interrupts, timers or
@@ -92,7 +89,7 @@ impl Hart {
         Hart {
             s,
             tlb: Box::default(),
-            icache: vec![EMPTY_ICACHE; ICACHE_ENTRIES].into_boxed_slice(),
+            blocks: (0..BLOCK_SLOTS).map(|_| None).collect(),
             ext_mip: 0,
             attention: true,
             sbi_intercept: false,
@@ -105,10 +102,10 @@ impl Hart {
         self.tlb.flush();
     }
 
-    /// Drop cached decoded instructions (FENCE.I, restore). The cache is also checked
-    /// against the instruction bits on every hit, so stale code is never executed.
+    /// Drop cached decoded instructions. Never needed for correctness (the cache
+    /// follows every RAM write); used by SBI remote FENCE.I for symmetry.
     pub fn flush_icache(&mut self) {
-        self.icache.fill(EMPTY_ICACHE);
+        self.blocks.iter_mut().for_each(|b| *b = None);
     }
 
     /// Execute instructions until `icount` reaches `until` or something needs the
@@ -116,51 +113,72 @@ impl Hart {
     /// touched, WFI). Interrupts are checked by the caller before each batch.
     pub fn run_batch(&mut self, bus: &mut Bus, until: u64) {
         self.attention = false;
-        while self.s.icount < until {
-            self.step(bus);
-            if self.attention | bus.attention {
-                break;
+        while self.s.icount < until && !(self.attention | bus.attention) {
+            let slot = match self.block_at_pc(bus) {
+                Ok(Some(slot)) => slot,
+                Ok(None) => {
+                    // An instruction straddling a page (or RAM's end): run it alone.
+                    self.s.icount += 1;
+                    let pc = self.s.pc;
+                    match self.fetch_slow(bus, pc) {
+                        Ok((insn, len)) => {
+                            if let Err(e) = self.execute(bus, insn, len) {
+                                self.take_exception(bus, e);
+                            }
+                        }
+                        Err(e) => self.take_exception(bus, e),
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    self.s.icount += 1;
+                    self.take_exception(bus, e);
+                    continue;
+                }
+            };
+            // Take the block out of its slot while it runs: execution never touches
+            // the block cache, and a local slice keeps the loop tight.
+            let Some(block) = self.blocks[slot].take() else {
+                continue;
+            };
+            let n = block.insns.len().min((until - self.s.icount) as usize);
+            for &(insn, ilen) in &block.insns[..n] {
+                self.s.icount += 1;
+                if let Err(e) = self.execute(bus, insn, ilen as u64) {
+                    self.take_exception(bus, e);
+                    break;
+                }
+                if self.attention | bus.attention {
+                    break;
+                }
             }
+            self.blocks[slot] = Some(block);
         }
     }
 
-    /// Fetch, decode (cached) and execute one instruction.
+    /// The cached block starting at `pc` (decoding it if needed), as a slot index;
+    /// `None` if the first instruction cannot be cached (it straddles a page).
     #[inline(always)]
-    fn step(&mut self, bus: &mut Bus) {
-        self.s.icount += 1;
-        let (insn, len) = match self.fetch(bus) {
-            Ok(v) => v,
-            Err(e) => return self.take_exception(bus, e),
-        };
-        if let Err(e) = self.execute(bus, insn, len) {
-            self.take_exception(bus, e);
-        }
-    }
-
-    /// Fetch and decode the instruction at `pc`.
-    #[inline(always)]
-    fn fetch(&mut self, bus: &mut Bus) -> Result<(Insn, u64), Exception> {
+    fn block_at_pc(&mut self, bus: &mut Bus) -> Result<Option<usize>, Exception> {
         let pc = self.s.pc;
         let paddr = self.translate_fetch(bus, pc)?;
-        if (paddr & 0xfff) <= 0xffc {
-            if let Some(off) = bus.ram.offset(paddr, 4) {
-                let word = bus.ram.read_at::<4>(off) as u32;
-                let raw = if word & 3 == 3 { word } else { word & 0xffff };
-                let e = &mut self.icache[(paddr >> 1) as usize & (ICACHE_ENTRIES - 1)];
-                if e.paddr == paddr && e.raw == raw {
-                    return Ok((e.insn, e.len as u64));
-                }
-                let (insn, len) = decode_raw(raw);
-                *e = ICacheEntry {
-                    paddr,
-                    raw,
-                    len: len as u8,
-                    insn,
-                };
-                return Ok((insn, len));
+        let off = match bus.ram.offset(paddr, 2) {
+            Some(off) => off,
+            None => return Err(Exception::new(trap::cause::INSN_ACCESS, pc)),
+        };
+        let slot = (paddr as usize >> 1) & (BLOCK_SLOTS - 1);
+        if let Some(b) = &self.blocks[slot] {
+            if b.paddr == paddr && b.gen == bus.ram.code_gen(off) {
+                return Ok(Some(slot));
             }
         }
-        self.fetch_slow(bus, pc)
+        let insns = decode_block(bus, paddr, off);
+        if insns.is_empty() {
+            return Ok(None);
+        }
+        let gen = bus.ram.cache_code(off);
+        self.blocks[slot] = Some(Block { paddr, gen, insns });
+        Ok(Some(slot))
     }
 
     /// Fetch across a page boundary or from the end of RAM.
@@ -183,6 +201,59 @@ impl Hart {
         }
         Ok(lo | read16(self, bus, pc.wrapping_add(2))? << 16)
     }
+}
+
+/// Decode instructions from RAM offset `off` (physical `paddr`) up to the end of the
+/// page, the first control-flow or system instruction, or [`MAX_BLOCK`].
+fn decode_block(bus: &Bus, paddr: u64, off: usize) -> Vec<(Insn, u8)> {
+    let page_end = (paddr | 0xfff) + 1;
+    let mut out = Vec::new();
+    let (mut pa, mut o) = (paddr, off);
+    while out.len() < MAX_BLOCK && pa + 2 <= page_end && bus.ram.offset(pa, 2).is_some() {
+        let lo = bus.ram.read_at::<2>(o) as u32;
+        let raw = if lo & 3 == 3 {
+            if pa + 4 > page_end || bus.ram.offset(pa, 4).is_none() {
+                break;
+            }
+            bus.ram.read_at::<4>(o) as u32
+        } else {
+            lo
+        };
+        let (insn, len) = decode_raw(raw);
+        out.push((insn, len as u8));
+        pa += len;
+        o += len as usize;
+        if ends_block(&insn) {
+            break;
+        }
+    }
+    out
+}
+
+/// Instructions after which the next pc, privilege or translation may change.
+fn ends_block(i: &Insn) -> bool {
+    use Insn::*;
+    matches!(
+        i,
+        Jal { .. }
+            | Jalr { .. }
+            | Beq { .. }
+            | Bne { .. }
+            | Blt { .. }
+            | Bge { .. }
+            | Bltu { .. }
+            | Bgeu { .. }
+            | Ecall
+            | Ebreak
+            | Mret
+            | Sret
+            | Wfi
+            | FenceI
+            | SfenceVma { .. }
+            | Csr { .. }
+            | CsrI { .. }
+            | Illegal
+    )
 }
 
 /// Decode an instruction whose low bits select its length; returns it and its length.
