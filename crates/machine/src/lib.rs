@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod cpu;
 pub mod devices;
 pub mod types;
 

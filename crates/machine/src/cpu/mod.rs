@@ -1,0 +1,3 @@
+//! The RV64GC hart.
+
+pub mod fp;
