@@ -7,6 +7,8 @@
 
 mod disasm;
 mod exec;
+#[cfg(test)]
+mod tests;
 
 pub use exec::execute;
 
