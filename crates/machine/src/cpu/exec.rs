@@ -272,7 +272,8 @@ impl Hart {
             Fp(i) => {
                 self.require_fp()?;
                 let c = &mut self.s.csr;
-                let eff = fp::execute(i, &mut self.s.x, &mut self.s.f, c.frm, &mut c.fflags)
+                let x: &mut [u64; 32] = (&mut self.s.x[..32]).try_into().expect("32 registers");
+                let eff = fp::execute(i, x, &mut self.s.f, c.frm, &mut c.fflags)
                     .map_err(|_| Exception::illegal_here())?;
                 if eff.wrote_f || eff.wrote_fflags {
                     self.set_fs_dirty();
