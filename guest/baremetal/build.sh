@@ -8,7 +8,7 @@ SRC_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$SRC_DIR/../.." && pwd)"
 OUT="${1:-$REPO_DIR/target/guest/baremetal}"
 CC="${CROSS_COMPILE:-riscv64-linux-gnu-}gcc"
-PROGRAMS=(hello rv64i rv64m rv64a rvc fp csr_trap smode bench)
+PROGRAMS=(hello rv64i rv64m rv64a rvc fp csr_trap smode bench exit_code)
 CFLAGS=(-march=rv64gc -mabi=lp64d -mcmodel=medany -nostdlib -ffreestanding -O2 -static
         -fno-pic -no-pie -Wall -Wextra -Werror -g -T "$SRC_DIR/link.ld" -Wl,--build-id=none,--no-warn-rwx-segments
         ${BENCH_ITERS:+-DBENCH_ITERS=$BENCH_ITERS})

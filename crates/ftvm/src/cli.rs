@@ -22,7 +22,7 @@ pub enum Command {
 pub struct MachineArgs {
     /// Kernel: an ELF file or a RISC-V Linux `Image`.
     #[arg(long, value_name = "FILE")]
-    pub kernel: PathBuf,
+    pub kernel: Option<PathBuf>,
     /// Initial ramdisk (Linux initramfs).
     #[arg(long, value_name = "FILE")]
     pub initrd: Option<PathBuf>,
@@ -50,7 +50,15 @@ pub struct MachineArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub machine: MachineArgs,
-    /// Stop after exactly N instructions and print `icount=N state_hash=<hex>` on stderr.
+    /// Stop when the instruction count reaches exactly N (counted from boot, also
+    /// after --restore).
     #[arg(long, value_name = "N")]
     pub stop_at: Option<u64>,
+    /// When the run ends, save the whole machine to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+    /// Resume a machine saved with --save instead of booting (boot options are then
+    /// not allowed).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kernel", "initrd", "bios"])]
+    pub restore: Option<PathBuf>,
 }

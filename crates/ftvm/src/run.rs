@@ -28,7 +28,10 @@ pub fn boot_config(a: &MachineArgs) -> Result<BootConfig> {
         memory_mib: a.memory,
         insns_per_tick: a.insns_per_tick,
         firmware,
-        kernel: read_file("kernel", &a.kernel)?,
+        kernel: match &a.kernel {
+            Some(path) => read_file("kernel", path)?,
+            None => bail!("no kernel given: use --kernel FILE"),
+        },
         initrd: a
             .initrd
             .as_deref()
@@ -39,8 +42,19 @@ pub fn boot_config(a: &MachineArgs) -> Result<BootConfig> {
 }
 
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
-    let cfg = boot_config(&args.machine)?;
-    let mut m = Machine::new(&cfg).context("cannot boot")?;
+    let cfg = match &args.restore {
+        Some(_) => None,
+        None => Some(boot_config(&args.machine)?),
+    };
+    let mut m = match (&args.restore, &cfg) {
+        (Some(path), _) => {
+            let bytes = read_file("snapshot", path)?;
+            Machine::restore(&bytes)
+                .with_context(|| format!("cannot restore '{}'", path.display()))?
+        }
+        (None, Some(cfg)) => Machine::new(cfg).context("cannot boot")?,
+        (None, None) => unreachable!("a boot configuration exists when not restoring"),
+    };
     let until = ICount(args.stop_at.unwrap_or(u64::MAX));
     let stdout = std::io::stdout();
     let code = loop {
@@ -59,11 +73,16 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
                 None => bail!("the guest is idle (WFI) with no timer armed and no input can arrive: it would sleep forever (icount {})", m.icount()),
             },
             Exit::PowerOff { exit_code } => break exit_code,
-            Exit::Reset => {
-                m = Machine::new(&cfg).context("cannot reboot")?;
-            }
+            Exit::Reset => match &cfg {
+                Some(cfg) => m = Machine::new(cfg).context("cannot reboot")?,
+                None => bail!("the guest asked for a reset, which a restored machine cannot do (its boot files are unknown)"),
+            },
         }
     };
+    if let Some(path) = &args.save {
+        std::fs::write(path, m.save())
+            .with_context(|| format!("cannot write snapshot '{}'", path.display()))?;
+    }
     eprintln!("icount={} state_hash={:032x}", m.icount(), m.state_hash());
     Ok(ExitCode::from(code.min(255) as u8))
 }

@@ -120,6 +120,8 @@ impl Machine {
             c.mideleg = (1 << irq::SSI) | (1 << irq::STI) | (1 << irq::SEI);
             c.menvcfg = MENVCFG_STCE;
             c.mcounteren = 0b111;
+            // OpenSBI does the same, so U-mode can read time/cycle/instret (vDSO).
+            c.scounteren = 0b111;
             c.mstatus |= (Priv::S as u64) << mstatus::MPP_SHIFT;
             hart.s.prv = prv;
             hart.sbi_intercept = true;

@@ -51,13 +51,18 @@ impl Mmio for SifiveTest {
         0
     }
 
-    /// Only 32-bit (or wider) writes at offset 0 act, on the low 32 bits; other
-    /// writes and unknown codes are ignored.
+    /// 16- and 32-bit writes at offset 0 act (as on QEMU, whose device takes 2..=4
+    /// byte accesses; OpenSBI writes 16 bits); other writes and unknown codes are
+    /// ignored. A 16-bit write carries no fail code.
     fn write(&mut self, offset: u64, size: u8, value: u64) {
-        if offset != 0 || size < 4 {
+        if offset != 0 || size < 2 {
             return;
         }
-        let value = value as u32;
+        let value = if size == 2 {
+            value as u16 as u32
+        } else {
+            value as u32
+        };
         let request = match value & 0xffff {
             FINISHER_PASS => PowerRequest::PowerOff { exit_code: 0 },
             FINISHER_FAIL => PowerRequest::PowerOff {
@@ -99,8 +104,13 @@ mod tests {
         t.write(0, 4, 0x1234);
         t.write(4, 4, 0x5555);
         t.write(0, 1, 0x55);
-        t.write(0, 2, 0x5555);
         assert_eq!(t.take_request(), None);
+        // OpenSBI powers off with a 16-bit write.
+        t.write(0, 2, 0x5555);
+        assert_eq!(
+            t.take_request(),
+            Some(PowerRequest::PowerOff { exit_code: 0 })
+        );
         assert_eq!(t.read(0, 4), 0);
         assert_eq!(t.read(8, 8), 0);
     }
