@@ -18,6 +18,8 @@ mod machine;
 mod ram;
 mod sbi;
 pub mod snapshot;
+#[cfg(test)]
+pub(crate) mod testutil;
 pub mod types;
 
 pub use boot::{BootConfig, BootError, Firmware};
