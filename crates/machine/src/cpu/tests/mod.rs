@@ -2,10 +2,10 @@
 //! machine, checking architectural state afterwards.
 
 mod atomic;
-// mod csr;
+mod csr;
 mod decode;
 mod int;
 mod mem;
 // mod mmu;
 // mod smc;
-// mod trap;
+mod trap;
