@@ -49,14 +49,24 @@ pub mod reg {
 fn r_type(op: u32, f3: u32, f7: u32, rd: u32, rs1: u32, rs2: u32) -> u32 {
     f7 << 25 | rs2 << 20 | rs1 << 15 | f3 << 12 | rd << 7 | op
 }
+fn check_imm(imm: i32, bits: u32) {
+    let half = 1 << (bits - 1);
+    assert!(
+        (-half..half).contains(&imm),
+        "immediate {imm} does not fit {bits} bits"
+    );
+}
 fn i_type(op: u32, f3: u32, rd: u32, rs1: u32, imm: i32) -> u32 {
+    check_imm(imm, 12);
     (imm as u32 & 0xfff) << 20 | rs1 << 15 | f3 << 12 | rd << 7 | op
 }
 fn s_type(op: u32, f3: u32, rs1: u32, rs2: u32, imm: i32) -> u32 {
+    check_imm(imm, 12);
     let imm = imm as u32;
     (imm >> 5 & 0x7f) << 25 | rs2 << 20 | rs1 << 15 | f3 << 12 | (imm & 0x1f) << 7 | op
 }
 fn b_type(f3: u32, rs1: u32, rs2: u32, off: i32) -> u32 {
+    check_imm(off, 13);
     let o = off as u32;
     (o >> 12 & 1) << 31
         | (o >> 5 & 0x3f) << 25
@@ -78,6 +88,7 @@ pub fn auipc(rd: u32, imm20: u32) -> u32 {
 }
 /// `jal rd, off` (pc-relative byte offset).
 pub fn jal(rd: u32, off: i32) -> u32 {
+    check_imm(off, 21);
     let o = off as u32;
     (o >> 20 & 1) << 31
         | (o >> 1 & 0x3ff) << 21

@@ -6,6 +6,6 @@ mod csr;
 mod decode;
 mod int;
 mod mem;
-// mod mmu;
+mod mmu;
 // mod smc;
 mod trap;
