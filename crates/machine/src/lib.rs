@@ -15,6 +15,8 @@ pub mod cpu;
 pub mod devices;
 pub mod fdt;
 mod machine;
+#[cfg(test)]
+mod machine_tests;
 mod ram;
 mod sbi;
 pub mod snapshot;

@@ -7,5 +7,5 @@ mod decode;
 mod int;
 mod mem;
 mod mmu;
-// mod smc;
+mod smc;
 mod trap;
