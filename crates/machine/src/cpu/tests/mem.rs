@@ -142,3 +142,16 @@ fn misaligned_load_straddling_the_end_of_ram_faults() {
     let tval = m.hart.s.csr.mtval;
     assert!((end - 4..end + 4).contains(&tval), "mtval {tval:#x}");
 }
+
+#[test]
+fn access_fault_tval_near_the_top_of_the_address_space() {
+    // u64::MAX - 1 must not be mistaken for an internal marker.
+    for addr in [u64::MAX - 1, u64::MAX - 7, u64::MAX] {
+        let m = fault(lb(A2, A0, 0), addr);
+        assert_eq!(m.hart.s.csr.mcause, cause::LOAD_ACCESS);
+        assert_eq!(m.hart.s.csr.mtval, addr, "{addr:#x}");
+        let m = fault(sb(A1, A0, 0), addr);
+        assert_eq!(m.hart.s.csr.mcause, cause::STORE_ACCESS);
+        assert_eq!(m.hart.s.csr.mtval, addr, "{addr:#x}");
+    }
+}
