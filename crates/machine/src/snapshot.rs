@@ -140,7 +140,7 @@ impl Machine {
         }
         let st: MachineState =
             postcard::from_bytes(&body[20..]).map_err(|e| SnapshotError::Decode(e.to_string()))?;
-        if st.ram_size % PAGE as u64 != 0 || st.ram_size > (64 << 30) {
+        if !st.ram_size.is_multiple_of(PAGE as u64) || st.ram_size > (64 << 30) {
             return Err(SnapshotError::Decode(format!(
                 "bad RAM size {}",
                 st.ram_size
