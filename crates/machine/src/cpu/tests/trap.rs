@@ -89,36 +89,87 @@ fn s_mode_access_fault_delegated_sets_stval() {
     assert_ne!(c.mstatus & mstatus::SPP, 0, "came from S");
 }
 
-#[test]
-fn mret_and_sret_restore_privilege_and_enables() {
+/// MRET to S with MPIE = 1, MIE = 0, SPIE = 1, SIE = 0; then `in_s`.
+fn mret_to_s(in_s: impl FnOnce(&mut Asm)) -> crate::machine::Machine {
     let mut a = Asm::with_trap_halt();
-    let (sup, user) = (a.label(), a.label());
-    // MPIE = 1, MIE = 0, MPP = S; SPIE = 1, SIE = 0.
+    let sup = a.label();
     a.li(T1, mstatus::MPIE | 1 << mstatus::MPP_SHIFT | mstatus::SPIE);
     a.i(csrw(num::MSTATUS, T1));
     a.la(T1, sup).i(csrw(num::MEPC, T1)).i(MRET);
     a.bind(sup);
-    a.i(csrr(S0, num::SSTATUS)); // in S: SPP = 0 so SRET goes to U
-    a.la(T1, user).i(csrw(num::SEPC, T1)).i(SRET);
-    a.bind(user);
-    let at = a.here();
-    a.i(ECALL);
-    let m = a.run();
+    in_s(&mut a);
+    a.run()
+}
+
+#[test]
+fn mret_and_sret_restore_privilege_and_enables() {
+    // MRET really went to S: reading mstatus there is illegal.
+    let m = mret_to_s(|a| {
+        a.i(csrr(S0, num::MSTATUS));
+    });
+    assert_eq!(m.hart.s.csr.mcause, cause::ILLEGAL_INSN);
+    assert_eq!(
+        (m.hart.s.csr.mstatus & mstatus::MPP) >> mstatus::MPP_SHIFT,
+        1
+    );
+
+    let m = mret_to_s(|a| {
+        let (s2, u) = (a.label(), a.label());
+        a.i(csrr(S0, num::SSTATUS));
+        // SRET to S: SIE = SPIE (1), SPIE = 1, SPP = U.
+        a.li(T1, mstatus::SPP).i(csrrs(ZERO, num::SSTATUS, T1));
+        a.la(T1, s2).i(csrw(num::SEPC, T1)).i(SRET);
+        a.bind(s2);
+        a.i(csrr(S1, num::SSTATUS));
+        // SRET to U with SPIE = 0: SIE = 0, SPIE = 1.
+        a.li(T1, mstatus::SPIE).i(csrrc(ZERO, num::SSTATUS, T1));
+        a.la(T1, u).i(csrw(num::SEPC, T1)).i(SRET);
+        a.bind(u);
+        a.i(ECALL);
+    });
+    let s_bits = |v: u64| {
+        (
+            v & mstatus::SIE != 0,
+            v & mstatus::SPIE != 0,
+            v & mstatus::SPP != 0,
+        )
+    };
+    assert_eq!(
+        s_bits(x(&m, S0)),
+        (false, true, false),
+        "MRET leaves the S bits alone"
+    );
+    assert_eq!(s_bits(x(&m, S1)), (true, true, false), "after SRET to S");
     let st = m.hart.s.csr.mstatus;
     assert_eq!(
         m.hart.s.csr.mcause,
         cause::ECALL_U,
         "reached U via MRET then SRET"
     );
-    assert_eq!(m.hart.s.csr.mepc, at);
-    // After SRET: SIE = old SPIE = 1, SPIE = 1, SPP = U.
-    assert_eq!(x(&m, S0) & mstatus::SPP, 0);
-    assert_ne!(st & mstatus::SIE, 0);
-    assert_ne!(st & mstatus::SPIE, 0);
-    // After MRET then the trap: MPIE = MIE at trap time (1, restored by MRET), MIE = 0.
+    assert_eq!(s_bits(st), (false, true, false), "after SRET to U");
+    // MRET set MIE = MPIE (1) and MPIE = 1; the trap from U then stacked MIE into
+    // MPIE and cleared MIE.
     assert_ne!(st & mstatus::MPIE, 0);
     assert_eq!(st & mstatus::MIE, 0);
     assert_eq!((st & mstatus::MPP) >> mstatus::MPP_SHIFT, 0, "MPP = U");
+}
+
+#[test]
+fn mret_sets_mpie_and_clears_mpp() {
+    // From M to M with MPIE = 0: MIE = 0, MPIE = 1, MPP = U (the least privilege).
+    let mut a = Asm::new();
+    let next = a.label();
+    a.li(T1, mstatus::MIE | mstatus::MPP)
+        .i(csrw(num::MSTATUS, T1));
+    a.la(T1, next).i(csrw(num::MEPC, T1)).i(MRET);
+    a.bind(next);
+    a.i(csrr(S0, num::MSTATUS)).halt();
+    let m = a.run();
+    let st = x(&m, S0);
+    assert_eq!(
+        st & (mstatus::MIE | mstatus::MPIE | mstatus::MPP),
+        mstatus::MPIE
+    );
 }
 
 #[test]
