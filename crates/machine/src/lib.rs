@@ -15,9 +15,13 @@ pub mod cpu;
 pub mod devices;
 pub mod fdt;
 mod machine;
+#[cfg(test)]
+mod machine_tests;
 mod ram;
 mod sbi;
 pub mod snapshot;
+#[cfg(test)]
+pub(crate) mod testutil;
 pub mod types;
 
 pub use boot::{BootConfig, BootError, Firmware};

@@ -70,8 +70,11 @@ impl Machine {
         } else {
             Vec::new()
         };
+        // The x0 write sink is scratch, not state: restore zeroes it, so must this.
+        let mut hart = self.hart.s.clone();
+        hart.x[crate::cpu::decode::X0_SINK as usize] = 0;
         MachineState {
-            hart: self.hart.s.clone(),
+            hart,
             clint: self.bus.clint.clone(),
             plic: self.bus.plic.clone(),
             uart: self.bus.uart.clone(),
@@ -137,7 +140,7 @@ impl Machine {
         }
         let st: MachineState =
             postcard::from_bytes(&body[20..]).map_err(|e| SnapshotError::Decode(e.to_string()))?;
-        if st.ram_size % PAGE as u64 != 0 || st.ram_size > (64 << 30) {
+        if !st.ram_size.is_multiple_of(PAGE as u64) || st.ram_size > (64 << 30) {
             return Err(SnapshotError::Decode(format!(
                 "bad RAM size {}",
                 st.ram_size

@@ -277,7 +277,8 @@ impl Hart {
                 // unchanged (privileged spec 4.1.11, WARL).
                 let mode = v >> 60;
                 if mode == 0 || mode == 8 {
-                    c.satp = v & ((0xf << 60) | (0xffff << 44) | ((1 << 44) - 1));
+                    // MODE, ASID (16 bits) and PPN (44 bits) fill all 64 bits.
+                    c.satp = v;
                     self.tlb.flush();
                 }
             }

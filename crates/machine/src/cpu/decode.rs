@@ -888,7 +888,8 @@ pub fn decode16(raw: u16) -> Insn {
             }
         }
         (2, 4) => match (bits(12, 12), rd_full, rs2_full) {
-            (0, 0, _) => Illegal,
+            // C.JR with rs1 = 0 is reserved; C.MV with rd = 0 is a HINT (an add to x0).
+            (0, 0, 0) => Illegal,
             (0, rs1, 0) => Jalr {
                 rd: X0_SINK,
                 rs1,

@@ -194,10 +194,8 @@ impl Hart {
         if access == Access::Store {
             new |= PTE_D;
         }
-        if new != pte {
-            if bus.ram.write_at::<8>(pte_addr, new) {
-                bus.attention = true;
-            }
+        if new != pte && bus.ram.write_at::<8>(pte_addr, new) {
+            bus.attention = true;
         }
         let page = (ppn | ((va >> PAGE_SHIFT) & low_mask)) << PAGE_SHIFT;
         let vpn = va >> PAGE_SHIFT;

@@ -8,6 +8,8 @@ mod disasm;
 mod exec;
 pub mod fp;
 pub mod mmu;
+#[cfg(test)]
+mod tests;
 pub mod trap;
 
 use crate::bus::Bus;

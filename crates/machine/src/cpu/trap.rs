@@ -132,7 +132,7 @@ const PRIORITY: [u64; 6] = [irq::MEI, irq::MSI, irq::MTI, irq::SEI, irq::SSI, ir
 impl Hart {
     /// Take a synchronous exception at the current pc.
     pub fn take_exception(&mut self, bus: &mut Bus, mut e: Exception) {
-        if e.tval == TVAL_INSN_BITS {
+        if e.cause == cause::ILLEGAL_INSN && e.tval == TVAL_INSN_BITS {
             // The fetch of this instruction just succeeded, so this cannot fault.
             e.tval = self.fetch_raw(bus, self.s.pc).unwrap_or(0) as u64;
         }
