@@ -98,10 +98,12 @@ build_kernel() {
 }
 # --- kernel build end ---
 
-# Cache keys: the kernel by fragment + package version + the section above; the
-# initramfs by the init sources, this script's list and the compiler version.
+# Cache keys: the kernel by the fragment, the package version, the section above and
+# the cross compiler's version; the initramfs by the init sources, the initramfs
+# section below and the compiler version.
 kernel_section="$(sed -n '/^# --- kernel build begin/,/^# --- kernel build end/p' "$SCRIPT")"
-kernel_key="$( { cat "$FRAGMENT"; echo "$LINUX_PKG_VERSION"; echo "$kernel_section"; } | hash_of)"
+kernel_key="$( { cat "$FRAGMENT"; echo "$LINUX_PKG_VERSION"; echo "$kernel_section";
+                 "${CROSS}gcc" --version | head -n1; } | hash_of)"
 
 start=$SECONDS
 if (( !FORCE )) && [[ -f "$KOBJ/arch/riscv/boot/Image" &&
