@@ -57,7 +57,12 @@ KOBJ="$CACHE/build-$LINUX_PKG_VERSION"
 mkdir -p "$CACHE" "$OUT"
 
 # --- kernel build begin (this section's text is part of the kernel cache key) ---
-kmake() { make -s -C "$KSRC" O="$KOBJ" ARCH=riscv CROSS_COMPILE="$CROSS" "$@"; }
+# Fixed build stamps (uname -v) so the same inputs give the same Image.
+kmake() {
+    make -s -C "$KSRC" O="$KOBJ" ARCH=riscv CROSS_COMPILE="$CROSS" \
+        KBUILD_BUILD_TIMESTAMP=1970-01-01 KBUILD_BUILD_VERSION=1 \
+        KBUILD_BUILD_USER=ftvm KBUILD_BUILD_HOST=ftvm "$@"
+}
 
 # Every `CONFIG_X=y` of the fragment must be `=y` in .config, every `# CONFIG_X is not
 # set` must not be: olddefconfig silently drops options whose dependencies are off.
@@ -93,7 +98,11 @@ build_kernel() {
         scripts/kconfig/merge_config.sh -m -O "$KOBJ" "$KOBJ/.config" "$FRAGMENT" >/dev/null)
     kmake olddefconfig 2>&1 | { grep -v 'changes choice state' || true; }
     check_config
-    log "building kernel (takes ~3 min on 2 cores)..."
+    if [[ -f "$KOBJ/vmlinux" ]]; then
+        log "rebuilding kernel incrementally in $KOBJ..."
+    else
+        log "building kernel (takes ~3 min on 2 cores)..."
+    fi
     kmake -j"$JOBS" Image
 }
 # --- kernel build end ---
@@ -144,7 +153,9 @@ dir /sys 0755 0 0
 dir /tmp 1777 0 0
 file /init $IRD/init 0755 0 0
 EOF
-    # -t 0: fixed timestamps, so the archive is a function of its inputs.
+    # Fixed timestamps (-t 0 for dirs and nodes, the files' own mtime for files), so
+    # the archive is a function of its inputs.
+    touch -d @0 "$IRD/init"
     "$IRD/gen_init_cpio" -t 0 "$IRD/initramfs.list" > "$IRD/initramfs.cpio"
     echo "$initramfs_key" > "$IRD/.ftvm-key"
     log "initramfs: built in $((SECONDS - start)) s (cache key $initramfs_key)"
