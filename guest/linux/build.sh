@@ -109,7 +109,7 @@ build_kernel() {
 
 # Cache keys: the kernel by the fragment, the package version, the section above and
 # the cross compiler's version; the initramfs by the init sources, the initramfs
-# section below and the compiler version.
+# section below, the compiler version and the package version (gen_init_cpio).
 kernel_section="$(sed -n '/^# --- kernel build begin/,/^# --- kernel build end/p' "$SCRIPT")"
 kernel_key="$( { cat "$FRAGMENT"; echo "$LINUX_PKG_VERSION"; echo "$kernel_section";
                  "${CROSS}gcc" --version | head -n1; } | hash_of)"
@@ -132,7 +132,7 @@ IRD="$CACHE/initramfs"
 CC="${CROSS}gcc"
 INIT_CFLAGS=(-static -O2 -Wall -Wextra -Werror)
 initramfs_section="$(sed -n '/^# --- initramfs/,$p' "$SCRIPT")"
-initramfs_key="$( { "$CC" --version | head -n1; cat "$INIT_SRC"/*.c;
+initramfs_key="$( { "$CC" --version | head -n1; echo "$LINUX_PKG_VERSION"; cat "$INIT_SRC"/*.c;
                     echo "${INIT_CFLAGS[*]}"; echo "$initramfs_section"; } | hash_of)"
 start=$SECONDS
 if (( !FORCE )) && [[ -f "$IRD/initramfs.cpio" &&
