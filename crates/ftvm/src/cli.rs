@@ -20,18 +20,15 @@ pub enum Command {
 /// Options describing a machine and its boot files.
 #[derive(Args, Clone)]
 pub struct MachineArgs {
-    /// Kernel: an ELF file or a RISC-V Linux `Image`.
+    /// Kernel: an ELF file or a RISC-V Linux `Image`. Without it, ftvm boots the
+    /// default Linux guest (target/guest), building it first if needed.
     #[arg(long, value_name = "FILE")]
     pub kernel: Option<PathBuf>,
     /// Initial ramdisk (Linux initramfs).
     #[arg(long, value_name = "FILE")]
     pub initrd: Option<PathBuf>,
     /// Kernel command line.
-    #[arg(
-        long,
-        value_name = "ARGS",
-        default_value = "console=ttyS0 earlycon=sbi"
-    )]
+    #[arg(long, value_name = "ARGS", default_value = "console=ttyS0")]
     pub append: String,
     /// Guest RAM in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 128)]

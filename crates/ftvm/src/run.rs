@@ -21,6 +21,14 @@ pub fn boot_config(a: &MachineArgs) -> Result<BootConfig> {
         Some("none") => Firmware::None,
         Some(path) => Firmware::External(read_file("firmware", path.as_ref())?),
     };
+    let (kernel, initrd) = match &a.kernel {
+        Some(k) => (k.clone(), a.initrd.clone()),
+        None if a.initrd.is_some() => bail!("--initrd needs --kernel"),
+        None => {
+            let g = crate::guest::default_guest()?;
+            (g.kernel, Some(g.initrd))
+        }
+    };
     if a.insns_per_tick == 0 {
         bail!("--insns-per-tick must be at least 1");
     }
@@ -28,12 +36,8 @@ pub fn boot_config(a: &MachineArgs) -> Result<BootConfig> {
         memory_mib: a.memory,
         insns_per_tick: a.insns_per_tick,
         firmware,
-        kernel: match &a.kernel {
-            Some(path) => read_file("kernel", path)?,
-            None => bail!("no kernel given: use --kernel FILE"),
-        },
-        initrd: a
-            .initrd
+        kernel: read_file("kernel", &kernel)?,
+        initrd: initrd
             .as_deref()
             .map(|p| read_file("initrd", p))
             .transpose()?,
