@@ -70,11 +70,9 @@ impl Machine {
         } else {
             Vec::new()
         };
-        // The x0 write sink is scratch, not state: restore zeroes it, so must this.
-        let mut hart = self.hart.s.clone();
-        hart.x[crate::cpu::decode::X0_SINK as usize] = 0;
         MachineState {
-            hart,
+            // The x0 write sink is scratch, not state: `Regs` serializes x0..x31 only.
+            hart: self.hart.s.clone(),
             clint: self.bus.clint.clone(),
             plic: self.bus.plic.clone(),
             uart: self.bus.uart.clone(),

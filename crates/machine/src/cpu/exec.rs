@@ -9,11 +9,18 @@ use super::Hart;
 use crate::bus::Bus;
 
 impl Hart {
-    /// Execute one decoded instruction of `len` bytes at `pc`.
+    /// Execute one decoded instruction of `len` bytes at `pc`; returns the next pc.
+    /// `self.s.pc` is not read or written here: the caller keeps the pc (and stores it
+    /// before a trap or when leaving its loop).
     #[inline(always)]
-    pub(super) fn execute(&mut self, bus: &mut Bus, insn: Insn, len: u64) -> Result<(), Exception> {
+    pub(super) fn execute(
+        &mut self,
+        bus: &mut Bus,
+        insn: Insn,
+        pc: u64,
+        len: u64,
+    ) -> Result<u64, Exception> {
         use Insn::*;
-        let pc = self.s.pc;
         let mut next = pc.wrapping_add(len);
         macro_rules! x {
             ($r:expr) => {
@@ -272,7 +279,7 @@ impl Hart {
             Fp(i) => {
                 self.require_fp()?;
                 let c = &mut self.s.csr;
-                let x: &mut [u64; 32] = (&mut self.s.x[..32]).try_into().expect("32 registers");
+                let x: &mut [u64; 32] = (&mut self.s.x.0[..32]).try_into().expect("32 registers");
                 let eff = fp::execute(i, x, &mut self.s.f, c.frm, &mut c.fflags)
                     .map_err(|_| Exception::illegal_here())?;
                 if eff.wrote_f || eff.wrote_fflags {
@@ -281,8 +288,7 @@ impl Hart {
             }
             Illegal => return Err(Exception::illegal_here()),
         }
-        self.s.pc = next;
-        Ok(())
+        Ok(next)
     }
 
     #[inline]

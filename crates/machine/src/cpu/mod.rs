@@ -36,8 +36,7 @@ struct Block {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HartState {
     /// Integer registers; index 32 is the sink for writes to x0.
-    #[serde(with = "regs33")]
-    pub x: [u64; 33],
+    pub x: Regs,
     /// FP registers (singles NaN-boxed).
     pub f: [u64; 32],
     /// Program counter.
@@ -75,7 +74,7 @@ impl Hart {
     /// A hart at reset: M-mode at `pc`.
     pub fn new(pc: u64) -> Hart {
         Hart::from_state(HartState {
-            x: [0; 33],
+            x: Regs::zero(),
             f: [0; 32],
             pc,
             prv: Priv::M,
@@ -122,12 +121,11 @@ impl Hart {
                     // An instruction straddling a page (or RAM's end): run it alone.
                     self.s.icount += 1;
                     let pc = self.s.pc;
-                    match self.fetch_slow(bus, pc) {
-                        Ok((insn, len)) => {
-                            if let Err(e) = self.execute(bus, insn, len) {
-                                self.take_exception(bus, e);
-                            }
-                        }
+                    match self
+                        .fetch_slow(bus, pc)
+                        .and_then(|(insn, len)| self.execute(bus, insn, pc, len))
+                    {
+                        Ok(next) => self.s.pc = next,
                         Err(e) => self.take_exception(bus, e),
                     }
                     continue;
@@ -144,16 +142,25 @@ impl Hart {
                 continue;
             };
             let n = block.insns.len().min((until - self.s.icount) as usize);
+            let mut pc = self.s.pc;
             for &(insn, ilen) in &block.insns[..n] {
                 self.s.icount += 1;
-                if let Err(e) = self.execute(bus, insn, ilen as u64) {
-                    self.take_exception(bus, e);
-                    break;
+                match self.execute(bus, insn, pc, ilen as u64) {
+                    Ok(next) => pc = next,
+                    Err(e) => {
+                        self.s.pc = pc;
+                        self.take_exception(bus, e);
+                        pc = self.s.pc;
+                        break;
+                    }
                 }
-                if self.attention | bus.attention {
+                // Only loads and stores (MMIO, writes to cached code) raise the bus's
+                // flag mid-block; instructions that set the hart's flag end blocks.
+                if bus.attention {
                     break;
                 }
             }
+            self.s.pc = pc;
             self.blocks[slot] = Some(block);
         }
     }
@@ -268,21 +275,58 @@ pub fn decode_raw(raw: u32) -> (Insn, u64) {
     }
 }
 
-/// serde for the 33-slot register file (serde derives arrays only up to 32).
-mod regs33 {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+/// The integer register file: x0..x31 plus slots nobody reads, so that indexing is
+/// masked (never bounds-checked) and writes to x0 go to a sink (see [`decode::X0_SINK`]).
+/// Only x0..x31 are state: equality and serde ignore the rest.
+#[derive(Clone, Debug)]
+pub struct Regs(pub [u64; 64]);
 
-    pub fn serialize<S: Serializer>(x: &[u64; 33], s: S) -> Result<S::Ok, S::Error> {
-        x[..].serialize(s)
+impl Regs {
+    /// All registers zero.
+    pub fn zero() -> Regs {
+        Regs([0; 64])
     }
+}
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u64; 33], D::Error> {
+impl std::ops::Index<usize> for Regs {
+    type Output = u64;
+    #[inline(always)]
+    fn index(&self, i: usize) -> &u64 {
+        &self.0[i & 63]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Regs {
+    #[inline(always)]
+    fn index_mut(&mut self, i: usize) -> &mut u64 {
+        &mut self.0[i & 63]
+    }
+}
+
+impl PartialEq for Regs {
+    fn eq(&self, o: &Regs) -> bool {
+        self.0[..32] == o.0[..32]
+    }
+}
+
+impl Eq for Regs {}
+
+impl Serialize for Regs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0[..32].serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Regs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Regs, D::Error> {
         let v = Vec::<u64>::deserialize(d)?;
-        let mut x: [u64; 33] = v
-            .try_into()
-            .map_err(|_| serde::de::Error::custom("expected 33 registers"))?;
-        x[super::decode::X0_SINK as usize] = 0;
-        x[0] = 0;
+        if v.len() != 32 || v[0] != 0 {
+            return Err(serde::de::Error::custom(
+                "expected 32 registers with x0 = 0",
+            ));
+        }
+        let mut x = Regs::zero();
+        x.0[..32].copy_from_slice(&v);
         Ok(x)
     }
 }
