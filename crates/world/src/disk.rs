@@ -1,0 +1,204 @@
+//! Raw disk images: a file of 512-byte sectors, optionally read-only or with a
+//! snapshot overlay (writes kept in memory, the file never changes, like QEMU's
+//! `snapshot=on`).
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Sector size in bytes.
+pub const SECTOR: u64 = 512;
+
+/// How a disk image is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DiskMode {
+    /// Reads and writes go to the file.
+    #[default]
+    ReadWrite,
+    /// The guest sees a read-only disk.
+    ReadOnly,
+    /// Writes go to an in-memory overlay; the file is opened read-only.
+    Snapshot,
+}
+
+/// Disk errors; messages read as sentences.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// The image could not be opened.
+    #[error("cannot open disk image '{path}': {source}")]
+    Open {
+        /// Image path.
+        path: PathBuf,
+        /// Cause.
+        source: io::Error,
+    },
+    /// The image size is not a whole number of sectors.
+    #[error("disk image '{path}' is {len} bytes, not a multiple of {SECTOR}")]
+    BadSize {
+        /// Image path.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+    },
+    /// An I/O error on the image.
+    #[error("disk I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// A request outside the image.
+    #[error("request for sectors {sector}..+{count} is outside the {capacity}-sector disk")]
+    OutOfRange {
+        /// First sector.
+        sector: u64,
+        /// Sector count.
+        count: u64,
+        /// Disk size in sectors.
+        capacity: u64,
+    },
+    /// A write to a read-only disk.
+    #[error("the disk is read-only")]
+    ReadOnly,
+}
+
+/// A raw disk image backend.
+pub struct DiskImage {
+    file: File,
+    mode: DiskMode,
+    capacity: u64,
+    overlay: BTreeMap<u64, [u8; SECTOR as usize]>,
+}
+
+impl DiskImage {
+    /// Open `path` in `mode`.
+    pub fn open(path: &Path, mode: DiskMode) -> Result<DiskImage, DiskError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(mode == DiskMode::ReadWrite)
+            .open(path)
+            .map_err(|source| DiskError::Open { path: path.to_path_buf(), source })?;
+        let len = file.metadata()?.len();
+        if len % SECTOR != 0 {
+            return Err(DiskError::BadSize { path: path.to_path_buf(), len });
+        }
+        Ok(DiskImage { file, mode, capacity: len / SECTOR, overlay: BTreeMap::new() })
+    }
+
+    /// Size in sectors.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// True if the guest must see a read-only disk.
+    pub fn read_only(&self) -> bool {
+        self.mode == DiskMode::ReadOnly
+    }
+
+    fn check(&self, sector: u64, bytes: u64) -> Result<(), DiskError> {
+        let count = bytes.div_ceil(SECTOR);
+        match sector.checked_add(count) {
+            Some(end) if end <= self.capacity => Ok(()),
+            _ => Err(DiskError::OutOfRange { sector, count, capacity: self.capacity }),
+        }
+    }
+
+    /// Read `len` bytes starting at `sector`.
+    pub fn read(&self, sector: u64, len: u64) -> Result<Vec<u8>, DiskError> {
+        self.check(sector, len)?;
+        let mut buf = vec![0u8; len as usize];
+        self.file.read_exact_at(&mut buf, sector * SECTOR)?;
+        if !self.overlay.is_empty() {
+            for (i, chunk) in buf.chunks_mut(SECTOR as usize).enumerate() {
+                if let Some(s) = self.overlay.get(&(sector + i as u64)) {
+                    chunk.copy_from_slice(&s[..chunk.len()]);
+                }
+            }
+        }
+        Ok(buf)
+    }
+
+    /// Write `data` starting at `sector` (whole sectors; a short tail is padded with
+    /// the existing contents).
+    pub fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), DiskError> {
+        self.check(sector, data.len() as u64)?;
+        match self.mode {
+            DiskMode::ReadOnly => Err(DiskError::ReadOnly),
+            DiskMode::ReadWrite => Ok(self.file.write_all_at(data, sector * SECTOR)?),
+            DiskMode::Snapshot => {
+                for (i, chunk) in data.chunks(SECTOR as usize).enumerate() {
+                    let s = sector + i as u64;
+                    let mut full = [0u8; SECTOR as usize];
+                    if chunk.len() < SECTOR as usize {
+                        full.copy_from_slice(&self.read(s, SECTOR)?);
+                    }
+                    full[..chunk.len()].copy_from_slice(chunk);
+                    self.overlay.insert(s, full);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Make written data durable (fdatasync; nothing to do for a snapshot overlay).
+    pub fn flush(&mut self) -> Result<(), DiskError> {
+        if self.mode == DiskMode::ReadWrite {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(name: &str, sectors: u64) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("ftvm-disk-{}-{name}", std::process::id()));
+        let data: Vec<u8> = (0..sectors * SECTOR).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&p, data).unwrap();
+        p
+    }
+
+    #[test]
+    fn read_write_flush_round_trip() {
+        let p = image("rw", 8);
+        let mut d = DiskImage::open(&p, DiskMode::ReadWrite).unwrap();
+        assert_eq!(d.capacity(), 8);
+        let expect: Vec<u8> = (512..516u64).map(|i| (i % 251) as u8).collect();
+        assert_eq!(d.read(1, 4).unwrap(), expect);
+        d.write(2, &[7u8; 1024]).unwrap();
+        d.flush().unwrap();
+        assert_eq!(d.read(2, 1024).unwrap(), vec![7u8; 1024]);
+        let on_disk = std::fs::read(&p).unwrap();
+        assert_eq!(&on_disk[1024..2048], &[7u8; 1024][..]);
+    }
+
+    #[test]
+    fn snapshot_mode_never_changes_the_file() {
+        let p = image("snap", 4);
+        let before = std::fs::read(&p).unwrap();
+        let mut d = DiskImage::open(&p, DiskMode::Snapshot).unwrap();
+        d.write(1, &[9u8; 512]).unwrap();
+        d.write(3, &[5u8; 100]).unwrap();
+        assert_eq!(d.read(1, 512).unwrap(), vec![9u8; 512]);
+        let s3 = d.read(3, 512).unwrap();
+        assert_eq!(&s3[..100], &[5u8; 100][..]);
+        assert_eq!(&s3[100..], &before[3 * 512 + 100..4 * 512]);
+        assert_eq!(std::fs::read(&p).unwrap(), before);
+    }
+
+    #[test]
+    fn read_only_and_range_errors() {
+        let p = image("ro", 2);
+        let mut d = DiskImage::open(&p, DiskMode::ReadOnly).unwrap();
+        assert!(d.read_only());
+        assert!(matches!(d.write(0, &[0; 512]), Err(DiskError::ReadOnly)));
+        assert!(matches!(d.read(2, 512), Err(DiskError::OutOfRange { .. })));
+        assert!(matches!(d.read(u64::MAX, 512), Err(DiskError::OutOfRange { .. })));
+        std::fs::write(&p, [0u8; 100]).unwrap();
+        assert!(matches!(DiskImage::open(&p, DiskMode::ReadOnly), Err(DiskError::BadSize { .. })));
+        assert!(matches!(
+            DiskImage::open(Path::new("/nonexistent/disk.img"), DiskMode::ReadOnly),
+            Err(DiskError::Open { .. })
+        ));
+    }
+}

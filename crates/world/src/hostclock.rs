@@ -1,0 +1,56 @@
+//! Host time, mapped onto the guest's 10 MHz timebase (DESIGN.md §2). Only the world
+//! reads it; the guest sees it only through logged clock events.
+
+use std::time::{Duration, Instant};
+
+/// Ticks of the guest timebase per second.
+pub const TICKS_PER_SEC: u64 = 10_000_000;
+
+/// Host monotonic time since a start point, in guest ticks.
+pub struct HostClock {
+    start: Instant,
+}
+
+impl HostClock {
+    /// A clock starting now at tick 0.
+    pub fn start() -> HostClock {
+        HostClock { start: Instant::now() }
+    }
+
+    /// Ticks elapsed since the start.
+    pub fn ticks(&self) -> u64 {
+        duration_to_ticks(self.start.elapsed())
+    }
+
+    /// The host instant at which `ticks` will have elapsed.
+    pub fn instant_at(&self, ticks: u64) -> Instant {
+        self.start + ticks_to_duration(ticks)
+    }
+}
+
+/// A duration in guest ticks (saturating).
+pub fn duration_to_ticks(d: Duration) -> u64 {
+    (d.as_nanos() / 100).min(u64::MAX as u128) as u64
+}
+
+/// Guest ticks as a duration.
+pub fn ticks_to_duration(t: u64) -> Duration {
+    Duration::from_nanos(t.saturating_mul(100))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversions_round_trip() {
+        assert_eq!(duration_to_ticks(Duration::from_millis(1)), 10_000);
+        assert_eq!(ticks_to_duration(10_000), Duration::from_millis(1));
+        assert_eq!(duration_to_ticks(Duration::MAX), u64::MAX);
+        let c = HostClock::start();
+        let a = c.ticks();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(c.ticks() >= a + 20_000);
+        assert!(c.instant_at(0) <= Instant::now());
+    }
+}
