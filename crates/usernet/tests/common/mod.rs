@@ -10,7 +10,9 @@ use ftvm_usernet::{Config, HostForward, UserNet};
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, HardwareAddress, IpAddress, IpCidr, Ipv4Address, PrettyPrinter,
+};
 
 /// The guest's MAC (QEMU's default for the first NIC).
 pub const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
@@ -135,7 +137,8 @@ impl Guest {
         self.iface.poll(ts, &mut self.wire, &mut self.sockets);
         for s in &mut self.servers {
             let sock = self.sockets.get_mut::<tcp::Socket>(s.handle);
-            if !sock.is_open() {
+            // Not `!is_open()`: a socket in TIME-WAIT still owes its peer an ACK.
+            if sock.state() == tcp::State::Closed {
                 sock.listen(s.port).unwrap();
                 s.greeted = false;
             }
@@ -192,6 +195,7 @@ pub fn usernet(guest_ports: &[u16]) -> (UserNet, Vec<std::net::SocketAddr>) {
 /// Shuttles frames until `done` holds; false if the time or iteration limit hit first.
 pub fn pump(net: &mut UserNet, guest: &mut Guest, mut done: impl FnMut(&UserNet) -> bool) -> bool {
     let deadline = Instant::now() + PUMP_LIMIT;
+    let trace_on = std::env::var_os("PUMP_TRACE").is_some();
     for _ in 0..5_000_000 {
         if done(net) {
             return true;
@@ -200,10 +204,12 @@ pub fn pump(net: &mut UserNet, guest: &mut Guest, mut done: impl FnMut(&UserNet)
             return false;
         }
         let to_guest = net.poll(Instant::now());
+        to_guest.iter().for_each(|f| trace(trace_on, "to guest", f));
         let busy = !to_guest.is_empty();
         let from_guest = guest.step(to_guest);
         let busy = busy || !from_guest.is_empty();
         for f in &from_guest {
+            trace(trace_on, "from guest", f);
             net.from_guest(f);
         }
         if !busy {
@@ -211,4 +217,12 @@ pub fn pump(net: &mut UserNet, guest: &mut Guest, mut done: impl FnMut(&UserNet)
         }
     }
     false
+}
+
+/// With `PUMP_TRACE` set, prints every frame (`cargo test -- --nocapture`).
+fn trace(on: bool, dir: &str, frame: &[u8]) {
+    if on {
+        let p = PrettyPrinter::<EthernetFrame<&[u8]>>::new("", &frame);
+        eprintln!("{:?} {dir}: {p}", Instant::now());
+    }
 }
