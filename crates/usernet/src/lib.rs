@@ -49,3 +49,6 @@ pub enum UserNetError {
     #[error("invalid user network configuration: {0}")]
     BadConfig(String),
 }
+
+#[cfg(test)]
+mod tests;
