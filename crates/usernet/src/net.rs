@@ -44,6 +44,8 @@ pub struct UserNet {
     conns: Vec<Conn>,
     next_port: u16,
     epoch: Instant,
+    /// Time of the last poll, for frames processed early in `from_guest`.
+    last_ts: smoltcp::time::Instant,
     guest_mac: Option<[u8; 6]>,
     metrics: Metrics,
 }
@@ -96,6 +98,7 @@ impl UserNet {
             conns: Vec::new(),
             next_port,
             epoch: Instant::now(),
+            last_ts: smoltcp::time::Instant::ZERO,
             guest_mac: None,
             metrics: Metrics::default(),
         })
@@ -125,8 +128,9 @@ impl UserNet {
         self.conns.len()
     }
 
-    /// Takes a frame the guest transmitted; it is processed by the next [`UserNet::poll`].
-    /// Malformed or foreign frames are counted and dropped.
+    /// Takes a frame the guest transmitted; it is processed by the next [`UserNet::poll`],
+    /// or at once when many frames are waiting. Malformed or foreign frames are counted
+    /// and dropped; so are frames beyond the bounded queues when the caller stops polling.
     pub fn from_guest(&mut self, frame: &[u8]) {
         self.metrics.frames_from_guest += 1;
         match self.classify(frame) {
@@ -134,8 +138,24 @@ impl UserNet {
             Frame::Ignored => self.metrics.frames_ignored += 1,
             Frame::Ours => {
                 if !self.device.push_rx(frame) {
-                    self.metrics.frames_dropped += 1;
+                    // A burst: feed the waiting frames to smoltcp to make room.
+                    self.ingress();
+                    if !self.device.push_rx(frame) {
+                        self.metrics.frames_dropped += 1;
+                    }
                 }
+            }
+        }
+    }
+
+    /// Processes queued guest frames until none are left or replies have no room.
+    fn ingress(&mut self) {
+        use smoltcp::iface::PollIngressSingleResult as R;
+        let (ts, dev, socks) = (self.last_ts, &mut self.device, &mut self.sockets);
+        // Bounded: each round consumes a queued frame or stops.
+        for _ in 0..RX_QUEUE_CAP {
+            if self.iface.poll_ingress_single(ts, dev, socks) == R::None {
+                break;
             }
         }
     }
@@ -144,6 +164,7 @@ impl UserNet {
     /// to the guest, in order. At most a bounded number of frames is returned per call.
     pub fn poll(&mut self, now: Instant) -> Vec<Vec<u8>> {
         let ts = self.timestamp(now);
+        self.last_ts = ts;
         self.accept();
         for _ in 0..POLL_ROUNDS {
             let moved = self.relay_all();

@@ -285,3 +285,26 @@ fn listening_twice_on_one_port_is_an_error() {
     );
     drop(net);
 }
+
+#[test]
+fn many_concurrent_connections() {
+    const N: u32 = 24;
+    let (mut net, addrs) = usernet(&[7777]);
+    let mut guest = Guest::new();
+    guest.serve(7777, Mode::Echo, N as usize);
+    let clients: Vec<_> = (0..N)
+        .map(|k| {
+            let data = pattern(20_000, 100 + k);
+            client(addrs[0], move |s| echo_bulk(s, data.clone()) == data)
+        })
+        .collect();
+    let results = finish(&mut net, &mut guest, clients);
+    assert!(results.iter().all(|&ok| ok));
+    let m = net.metrics();
+    assert_eq!(
+        (m.connections_accepted, m.connections_closed),
+        (N as u64, N as u64)
+    );
+    assert_eq!(m.connections_rejected, 0);
+    assert_eq!(m.frames_dropped, 0, "{m:?}");
+}
