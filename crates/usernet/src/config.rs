@@ -5,6 +5,11 @@ use std::time::Duration;
 
 use crate::{HostForward, UserNetError};
 
+/// Upper bound of [`Config::max_connections`] (well below the 16384 gateway ports).
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Upper bound of [`Config::buffer_size`].
+pub const MAX_BUFFER: usize = 16 << 20;
+
 /// The layout of the user-mode network and its limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -77,8 +82,11 @@ impl Config {
                 }
             }
         }
-        if self.max_connections == 0 || self.buffer_size < 1024 {
-            return bad("max_connections must be ≥ 1 and buffer_size ≥ 1024".into());
+        if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
+            return bad(format!("max_connections must be in 1..={MAX_CONNECTIONS}"));
+        }
+        if !(1024..=MAX_BUFFER).contains(&self.buffer_size) {
+            return bad(format!("buffer_size must be in 1024..={MAX_BUFFER}"));
         }
         Ok(())
     }

@@ -8,6 +8,28 @@
 //! on the host and relayed to the guest over TCP connections that the gateway opens.
 //!
 //! Guest-initiated connections to the outside world (NAT) are not provided.
+//!
+//! ```
+//! use std::time::Instant;
+//! use ftvm_usernet::{parse_hostfwd, Config, UserNet};
+//!
+//! let cfg = Config {
+//!     forwards: vec![parse_hostfwd("tcp::0-:22")?], // any free port on 127.0.0.1
+//!     ..Config::default()
+//! };
+//! let mut net = UserNet::new(cfg)?;
+//! println!("ssh -p {} localhost", net.local_addrs()[0].port());
+//! # let guest_frames: Vec<Vec<u8>> = Vec::new();
+//! // The machine loop: frames the guest's NIC sent go in, frames for it come out.
+//! for frame in &guest_frames {
+//!     net.from_guest(frame);
+//! }
+//! for _frame in net.poll(Instant::now()) {
+//!     // deliver to the guest's NIC
+//! }
+//! let _next = net.poll_delay(Instant::now()); // call poll again after this
+//! # Ok::<(), ftvm_usernet::UserNetError>(())
+//! ```
 
 #![deny(missing_docs)]
 
@@ -17,7 +39,7 @@ mod device;
 mod hostfwd;
 mod net;
 
-pub use config::{Config, Metrics};
+pub use config::{Config, Metrics, MAX_BUFFER, MAX_CONNECTIONS};
 pub use hostfwd::{parse_hostfwd, HostForward};
 pub use net::UserNet;
 
