@@ -308,3 +308,23 @@ fn many_concurrent_connections() {
     assert_eq!(m.connections_rejected, 0);
     assert_eq!(m.frames_dropped, 0, "{m:?}");
 }
+
+#[test]
+fn abort_all_ends_open_connections() {
+    let (mut net, addrs) = usernet(&[7777]);
+    let mut guest = Guest::new();
+    guest.serve(7777, Mode::Echo, 1);
+    let c = client(addrs[0], |mut s| {
+        s.write_all(b"x").unwrap();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).unwrap();
+        match s.read(&mut b) {
+            Ok(0) => true,
+            Err(e) => e.kind() == ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        }
+    });
+    assert!(pump(&mut net, &mut guest, |n| n.metrics().bytes_from_guest == 1));
+    net.abort_all();
+    assert_eq!(finish(&mut net, &mut guest, vec![c]), vec![true]);
+}
