@@ -1,0 +1,15 @@
+//! virtio devices (virtio 1.2) on the virtio-mmio transport, as pure models.
+//!
+//! [`queue`] walks split virtqueues in guest RAM, [`mmio`] is the register interface
+//! shared by all device types, and [`blk`], [`net`] and [`rng`] are the device types.
+//! A device never does I/O: what the guest asks of the outside world comes out as
+//! requests or frames the host takes, and the answers come back in through methods
+//! that write guest memory and raise the device's interrupt.
+
+pub mod mmio;
+pub mod queue;
+#[cfg(test)]
+pub(crate) mod testutil;
+
+pub use mmio::{Transport, VirtioDevice, VirtioMmio};
+pub use queue::QueueError;
