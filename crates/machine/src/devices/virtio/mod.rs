@@ -6,10 +6,12 @@
 //! requests or frames the host takes, and the answers come back in through methods
 //! that write guest memory and raise the device's interrupt.
 
+pub mod blk;
 pub mod mmio;
 pub mod queue;
 #[cfg(test)]
 pub(crate) mod testutil;
 
+pub use blk::{Blk, BlkError, BlkRequest, BlkRequestKind, VirtioBlk};
 pub use mmio::{Transport, VirtioDevice, VirtioMmio};
 pub use queue::QueueError;
