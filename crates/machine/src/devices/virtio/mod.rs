@@ -8,10 +8,12 @@
 
 pub mod blk;
 pub mod mmio;
+pub mod net;
 pub mod queue;
 #[cfg(test)]
 pub(crate) mod testutil;
 
 pub use blk::{Blk, BlkError, BlkRequest, BlkRequestKind, VirtioBlk};
 pub use mmio::{Transport, VirtioDevice, VirtioMmio};
+pub use net::{Net, VirtioNet};
 pub use queue::QueueError;
