@@ -10,6 +10,7 @@ pub mod blk;
 pub mod mmio;
 pub mod net;
 pub mod queue;
+pub mod rng;
 #[cfg(test)]
 pub(crate) mod testutil;
 
@@ -17,3 +18,4 @@ pub use blk::{Blk, BlkError, BlkRequest, BlkRequestKind, VirtioBlk};
 pub use mmio::{Transport, VirtioDevice, VirtioMmio};
 pub use net::{Net, VirtioNet};
 pub use queue::QueueError;
+pub use rng::{Rng, VirtioRng};
