@@ -106,6 +106,18 @@ impl Ram {
         &mut self.bytes
     }
 
+    /// Copy RAM at guest physical `paddr` into `buf`; false (and `buf` untouched) if
+    /// `[paddr, paddr + buf.len())` is not wholly inside RAM.
+    pub fn read(&self, paddr: u64, buf: &mut [u8]) -> bool {
+        match self.offset(paddr, buf.len() as u64) {
+            Some(off) => {
+                buf.copy_from_slice(&self.bytes[off..off + buf.len()]);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Copy `data` into RAM at guest physical `paddr`; false if it does not fit.
     pub fn load(&mut self, paddr: u64, data: &[u8]) -> bool {
         match self.offset(paddr, data.len() as u64) {
@@ -121,5 +133,36 @@ impl Ram {
             }
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_and_load_are_bounds_checked() {
+        let mut ram = Ram::new(2 * PAGE as u64);
+        assert!(ram.load(RAM_BASE + 10, b"abc"));
+        let mut buf = [0u8; 3];
+        assert!(ram.read(RAM_BASE + 10, &mut buf));
+        assert_eq!(&buf, b"abc");
+        // Straddling the end, before the start, or wrapping: refused, buffer untouched.
+        let end = RAM_BASE + ram.size();
+        let mut buf = [7u8; 4];
+        assert!(!ram.read(end - 2, &mut buf));
+        assert!(!ram.read(RAM_BASE - 1, &mut buf));
+        assert!(!ram.read(u64::MAX - 1, &mut buf));
+        assert_eq!(buf, [7; 4]);
+        assert!(!ram.load(end - 2, b"xyz"));
+        assert!(ram.read(end - 4, &mut buf));
+    }
+
+    #[test]
+    fn load_invalidates_cached_code() {
+        let mut ram = Ram::new(2 * PAGE as u64);
+        let g = ram.cache_code(PAGE);
+        assert!(ram.load(RAM_BASE + PAGE as u64 - 1, &[1, 2]));
+        assert_ne!(ram.code_gen(PAGE), g);
     }
 }

@@ -6,6 +6,7 @@ pub mod clint;
 pub mod plic;
 pub mod sifive_test;
 pub mod uart;
+pub mod virtio;
 
 /// A memory-mapped device. Offsets are relative to the device's base address.
 /// Unknown registers read as zero and ignore writes (STYLE.md §3); guest input never
