@@ -38,15 +38,34 @@ pub struct MachineArgs {
     /// file such as OpenSBI's fw_jump.
     #[arg(long, value_name = "none|FILE")]
     pub bios: Option<String>,
-    /// Guest instructions per 100 ns tick of guest time (the 10 MHz timebase).
-    #[arg(long, value_name = "N", default_value_t = 10, hide = true)]
+    /// Guest instructions per 100 ns tick of guest time (the 10 MHz timebase): the
+    /// nominal speed is 10 / N billion instructions per second. Set above the real
+    /// speed so that live runs only ever move guest time forward to meet host time.
+    #[arg(long, value_name = "N", default_value_t = 30, hide = true)]
     pub insns_per_tick: u64,
+}
+
+/// Options for the devices that connect a machine to the world.
+#[derive(Args, Clone)]
+pub struct DeviceArgs {
+    /// A raw disk image for virtio-blk: `PATH[,readonly][,snapshot]` (snapshot: writes
+    /// stay in memory and the file is never changed).
+    #[arg(long, value_name = "PATH[,readonly][,snapshot]")]
+    pub disk: Option<String>,
+    /// Network: `none`, or `user[,hostfwd=tcp:[HOSTADDR]:HOSTPORT-:GUESTPORT]...` for
+    /// user-mode networking (guest 10.0.2.15/24, gateway 10.0.2.2). Default: `user`
+    /// for the default guest, `none` otherwise. A network makes the run live: guest
+    /// time follows host time.
+    #[arg(long, value_name = "none|user[,hostfwd=...]")]
+    pub net: Option<String>,
 }
 
 #[derive(Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub machine: MachineArgs,
+    #[command(flatten)]
+    pub devices: DeviceArgs,
     /// Stop when the instruction count reaches exactly N (counted from boot, also
     /// after --restore).
     #[arg(long, value_name = "N")]

@@ -1,6 +1,7 @@
 //! `ftvm`: the command-line front end.
 
 mod cli;
+mod driver;
 mod guest;
 mod run;
 

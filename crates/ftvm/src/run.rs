@@ -1,21 +1,85 @@
-//! `ftvm run`: boot a guest on this host with deterministic virtual time.
-//!
-//! The machine gets no inputs, so a run is a pure function of its boot files: when the
-//! guest idles in WFI, guest time jumps to its next timer (no host clock involved).
+//! `ftvm run`: boot a guest on this host (or resume a saved one) and drive it.
 
-use crate::cli::{MachineArgs, RunArgs};
+use crate::cli::{DeviceArgs, MachineArgs, RunArgs};
+use crate::driver::{Backends, Driver, End};
 use anyhow::{bail, Context, Result};
-use ftvm_machine::{BootConfig, Event, Exit, Firmware, ICount, Machine, OutputKind};
-use std::io::Write;
+use ftvm_machine::boot::{DeviceConfig, DiskConfig};
+use ftvm_machine::{BootConfig, Firmware, ICount, Machine};
+use ftvm_usernet::{parse_hostfwd, UserNet};
+use ftvm_world::disk::{DiskImage, DiskMode};
+use ftvm_world::entropy::HostEntropy;
 use std::process::ExitCode;
+
+/// The guest NIC's MAC address (QEMU's default).
+pub const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 
 /// Read a boot file, naming it in the error.
 fn read_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {what} '{}'", path.display()))
 }
 
+/// Open the world side of the devices and say what the guest will see.
+pub fn devices(d: &DeviceArgs, default_net: bool) -> Result<(DeviceConfig, Backends)> {
+    let mut cfg = DeviceConfig::default();
+    let mut backends = Backends::default();
+    if let Some(spec) = &d.disk {
+        let mut parts = spec.split(',');
+        let path = parts.next().unwrap_or_default();
+        if path.is_empty() {
+            bail!("--disk needs a file path");
+        }
+        let mut mode = DiskMode::ReadWrite;
+        for opt in parts {
+            mode = match opt {
+                "readonly" | "ro" => DiskMode::ReadOnly,
+                "snapshot" => DiskMode::Snapshot,
+                _ => bail!("unknown --disk option '{opt}' (expected readonly or snapshot)"),
+            };
+        }
+        let img = DiskImage::open(path.as_ref(), mode)?;
+        cfg.disk = Some(DiskConfig {
+            sectors: img.capacity(),
+            read_only: img.read_only(),
+        });
+        backends.disk = Some(img);
+    }
+    let net = match d.net.as_deref() {
+        Some(spec) => spec.to_string(),
+        None if default_net => "user".to_string(),
+        None => "none".to_string(),
+    };
+    let mut parts = net.split(',');
+    match parts.next() {
+        Some("none") if parts.clone().next().is_none() => {}
+        Some("user") => {
+            let mut forwards = Vec::new();
+            for opt in parts {
+                match opt.strip_prefix("hostfwd=") {
+                    Some(fwd) => forwards.push(parse_hostfwd(fwd)?),
+                    None => bail!("unknown --net user option '{opt}' (expected hostfwd=...)"),
+                }
+            }
+            let un_cfg = ftvm_usernet::Config {
+                forwards,
+                host_poll_interval: std::time::Duration::from_micros(500),
+                ..ftvm_usernet::Config::default()
+            };
+            let un = UserNet::new(un_cfg)?;
+            for a in un.local_addrs() {
+                eprintln!("ftvm: forwarding host {a} to the guest");
+            }
+            cfg.net = Some(GUEST_MAC);
+            cfg.rng = true;
+            backends.net = Some(un);
+            backends.entropy = Some(HostEntropy::open().context("cannot open /dev/urandom")?);
+        }
+        _ => bail!("--net must be 'none' or 'user[,hostfwd=...]', not '{net}'"),
+    }
+    Ok((cfg, backends))
+}
+
 /// Build the boot configuration from command-line options.
-pub fn boot_config(a: &MachineArgs) -> Result<BootConfig> {
+pub fn boot_config(a: &MachineArgs, devices: DeviceConfig) -> Result<BootConfig> {
     let firmware = match a.bios.as_deref() {
         None => Firmware::BuiltinSbi,
         Some("none") => Firmware::None,
@@ -42,15 +106,18 @@ pub fn boot_config(a: &MachineArgs) -> Result<BootConfig> {
             .map(|p| read_file("initrd", p))
             .transpose()?,
         cmdline: a.append.clone(),
+        devices,
     })
 }
 
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
+    let default_guest = args.machine.kernel.is_none() && args.restore.is_none();
+    let (devices, backends) = devices(&args.devices, default_guest)?;
     let cfg = match &args.restore {
         Some(_) => None,
-        None => Some(boot_config(&args.machine)?),
+        None => Some(boot_config(&args.machine, devices)?),
     };
-    let mut m = match (&args.restore, &cfg) {
+    let machine = match (&args.restore, &cfg) {
         (Some(path), _) => {
             let bytes = read_file("snapshot", path)?;
             Machine::restore(&bytes)
@@ -60,29 +127,26 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         (None, None) => unreachable!("a boot configuration exists when not restoring"),
     };
     let until = ICount(args.stop_at.unwrap_or(u64::MAX));
-    let stdout = std::io::stdout();
+    let mut driver = Driver::new(machine, backends, std::io::stdout());
     let code = loop {
-        match m.run(until) {
-            Exit::Until => break 0,
-            Exit::Output => {
-                let mut out = stdout.lock();
-                for o in m.take_outputs() {
-                    let OutputKind::Console(bytes) = o.kind;
-                    out.write_all(&bytes)?;
-                }
-                out.flush()?;
+        match driver.drive(until)? {
+            End::Stopped => break 0,
+            End::PowerOff(code) => break code,
+            End::Reset => {
+                let Some(cfg) = &cfg else {
+                    bail!("the guest asked for a reset, which a restored machine cannot do (its boot files are unknown)");
+                };
+                // A reboot keeps the disk (and its backend); RAM and devices start over.
+                let (_, backends) = driver.into_parts();
+                driver = Driver::new(
+                    Machine::new(cfg).context("cannot reboot")?,
+                    backends,
+                    std::io::stdout(),
+                );
             }
-            Exit::Idle => match m.idle_ticks() {
-                Some(ticks) => m.inject(&Event::ClockAdvance { ticks }),
-                None => bail!("the guest is idle (WFI) with no timer armed and no input can arrive: it would sleep forever (icount {})", m.icount()),
-            },
-            Exit::PowerOff { exit_code } => break exit_code,
-            Exit::Reset => match &cfg {
-                Some(cfg) => m = Machine::new(cfg).context("cannot reboot")?,
-                None => bail!("the guest asked for a reset, which a restored machine cannot do (its boot files are unknown)"),
-            },
         }
     };
+    let m = &driver.machine;
     if let Some(path) = &args.save {
         std::fs::write(path, m.save())
             .with_context(|| format!("cannot write snapshot '{}'", path.display()))?;

@@ -34,7 +34,36 @@ pub struct BootConfig {
     pub initrd: Option<Vec<u8>>,
     /// Kernel command line.
     pub cmdline: String,
+    /// virtio devices.
+    pub devices: DeviceConfig,
 }
+
+/// Which virtio devices the machine has (virtio-mmio slots 0, 1, 2; PLIC sources 1, 2, 3).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceConfig {
+    /// virtio-blk: capacity in 512-byte sectors and whether it is read-only.
+    pub disk: Option<DiskConfig>,
+    /// virtio-net with this MAC address.
+    pub net: Option<[u8; 6]>,
+    /// virtio-rng.
+    pub rng: bool,
+}
+
+/// A virtio-blk disk as the guest sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskConfig {
+    /// Size in 512-byte sectors.
+    pub sectors: u64,
+    /// The guest may not write.
+    pub read_only: bool,
+}
+
+/// virtio-mmio slot of each device type.
+pub const SLOT_BLK: u32 = 0;
+/// virtio-mmio slot of virtio-net.
+pub const SLOT_NET: u32 = 1;
+/// virtio-mmio slot of virtio-rng.
+pub const SLOT_RNG: u32 = 2;
 
 /// The ISA string advertised in the device tree: exactly what is implemented.
 pub const ISA: &str = "rv64imafdc_zicsr_zifencei_zicntr_sstc";
@@ -186,7 +215,14 @@ pub(crate) fn place_fdt_and_initrd(
         cmdline: cfg.cmdline.clone(),
         initrd: None,
         isa: ISA.to_string(),
-        virtio_slots: vec![],
+        virtio_slots: [
+            (cfg.devices.disk.is_some(), SLOT_BLK),
+            (cfg.devices.net.is_some(), SLOT_NET),
+            (cfg.devices.rng, SLOT_RNG),
+        ]
+        .into_iter()
+        .filter_map(|(present, slot)| present.then_some(slot))
+        .collect(),
         timebase_hz: crate::devices::layout::TIMEBASE_HZ,
     };
     // First pass to learn the size (the initrd properties change it only slightly).

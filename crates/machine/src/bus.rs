@@ -9,6 +9,7 @@ use crate::devices::layout::*;
 use crate::devices::plic::Plic;
 use crate::devices::sifive_test::{PowerRequest, SifiveTest};
 use crate::devices::uart::Uart16550;
+use crate::devices::virtio::{VirtioBlk, VirtioNet, VirtioRng};
 use crate::devices::Mmio;
 use crate::ram::Ram;
 
@@ -24,6 +25,12 @@ pub struct Bus {
     pub uart: Uart16550,
     /// Power-off / reset device.
     pub test: SifiveTest,
+    /// virtio-blk (slot 0), if present.
+    pub blk: Option<VirtioBlk>,
+    /// virtio-net (slot 1), if present.
+    pub net: Option<VirtioNet>,
+    /// virtio-rng (slot 2), if present.
+    pub rng: Option<VirtioRng>,
     /// Guest time.
     pub clock: Clock,
     /// Set when a device access may have changed interrupt lines, timer deadlines,
@@ -43,6 +50,9 @@ impl Bus {
             plic: Plic::new(2),
             uart: Uart16550::new(),
             test: SifiveTest::new(),
+            blk: None,
+            net: None,
+            rng: None,
             clock: Clock::new(insns_per_tick),
             attention: false,
             power: None,
@@ -70,6 +80,15 @@ impl Bus {
             self.plic.read(paddr - PLIC_BASE, size)
         } else if in_window(paddr, size, TEST_BASE, TEST_SIZE) {
             self.test.read(paddr - TEST_BASE, size)
+        } else if in_window(paddr, size, VIRTIO_BASE, VIRTIO_STRIDE * VIRTIO_SLOTS) {
+            let (slot, off) = virtio_slot(paddr);
+            match slot {
+                0 => self.blk.as_mut().map_or(0, |d| d.read(off, size)),
+                1 => self.net.as_mut().map_or(0, |d| d.read(off, size)),
+                2 => self.rng.as_mut().map_or(0, |d| d.read(off, size)),
+                // Empty slots read as zero (magic 0: no device), like unknown registers.
+                _ => 0,
+            }
         } else {
             return None;
         };
@@ -100,6 +119,15 @@ impl Bus {
             if let Some(req) = self.test.take_request() {
                 self.power = Some(req);
             }
+        } else if in_window(paddr, size, VIRTIO_BASE, VIRTIO_STRIDE * VIRTIO_SLOTS) {
+            let (slot, off) = virtio_slot(paddr);
+            let ram = &mut self.ram;
+            match slot {
+                0 => self.blk.as_mut().map(|d| d.write(off, size, value, ram)),
+                1 => self.net.as_mut().map(|d| d.write(off, size, value, ram)),
+                2 => self.rng.as_mut().map(|d| d.write(off, size, value, ram)),
+                _ => None,
+            };
         } else {
             return false;
         }
@@ -111,7 +139,20 @@ impl Bus {
     pub fn update_irq_lines(&mut self) {
         let uart = self.uart.irq();
         self.plic.set_level(UART_IRQ, uart);
+        // virtio slot i raises PLIC source i + 1.
+        let blk = self.blk.as_ref().is_some_and(|d| d.irq());
+        let net = self.net.as_ref().is_some_and(|d| d.irq());
+        let rng = self.rng.as_ref().is_some_and(|d| d.irq());
+        self.plic.set_level(1, blk);
+        self.plic.set_level(2, net);
+        self.plic.set_level(3, rng);
     }
+}
+
+/// The virtio-mmio slot and register offset of an address in the virtio window.
+fn virtio_slot(paddr: u64) -> (u64, u64) {
+    let rel = paddr - VIRTIO_BASE;
+    (rel / VIRTIO_STRIDE, rel % VIRTIO_STRIDE)
 }
 
 #[inline]

@@ -8,6 +8,7 @@ use crate::cpu::trap::{cause, irq, Priv};
 use crate::cpu::Hart;
 use crate::devices::layout::RAM_BASE;
 use crate::devices::sifive_test::PowerRequest;
+use crate::devices::virtio::{Blk, BlkError, BlkRequest, Net, Rng, VirtioMmio};
 use crate::sbi;
 use crate::types::ICount;
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,28 @@ pub enum Event {
         /// Ticks of the 10 MHz timebase.
         ticks: u64,
     },
+    /// An Ethernet frame arrives at the virtio-net NIC (dropped if the guest has posted
+    /// no receive buffer).
+    NetFrame(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The host finished a disk request ([`OutputKind::Disk`]): read data (empty for
+    /// writes and flushes) or the error the guest should see.
+    DiskDone {
+        /// The request's id.
+        id: u64,
+        /// `None` on success.
+        error: Option<BlkError>,
+        /// Data read.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// Random bytes for an entropy request ([`OutputKind::EntropyRequest`]).
+    Entropy {
+        /// The request's id.
+        id: u64,
+        /// The bytes.
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
 }
 
 /// An externally visible effect (the output door, DESIGN.md §1).
@@ -59,6 +82,17 @@ pub struct Output {
 pub enum OutputKind {
     /// Console bytes (UART transmit or SBI console).
     Console(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// An Ethernet frame the guest transmitted.
+    NetFrame(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A disk request for the host; answer with [`Event::DiskDone`].
+    Disk(BlkRequest),
+    /// The guest wants `len` random bytes; answer with [`Event::Entropy`].
+    EntropyRequest {
+        /// Request id.
+        id: u64,
+        /// Bytes wanted.
+        len: u32,
+    },
 }
 
 /// The machine.
@@ -96,6 +130,12 @@ impl Machine {
             }
         };
         let fdt = boot::place_fdt_and_initrd(&mut bus.ram, cfg, kernel_end)?;
+        let dev = &cfg.devices;
+        bus.blk = dev
+            .disk
+            .map(|d| VirtioMmio::new(Blk::new(d.sectors, d.read_only)));
+        bus.net = dev.net.map(|mac| VirtioMmio::new(Net::new(mac)));
+        bus.rng = dev.rng.then(|| VirtioMmio::new(Rng::new()));
         let mut hart = Hart::new(entry);
         hart.s.csr = crate::cpu::csr::Csrs::reset();
         // As QEMU's reset vector: a0 = hart id, a1 = device tree (a2 = 0: no fw_dynamic info).
@@ -193,6 +233,29 @@ impl Machine {
         match ev {
             Event::ConsoleInput(bytes) => self.bus.uart.push_input(bytes),
             Event::ClockAdvance { ticks } => self.bus.clock.advance(self.hart.s.icount, *ticks),
+            // Device DMA below writes guest RAM: an LR reservation does not survive it.
+            Event::NetFrame(frame) => {
+                self.hart.s.reservation = None;
+                if let Some(net) = &mut self.bus.net {
+                    net.receive(frame, &mut self.bus.ram);
+                }
+            }
+            Event::DiskDone { id, error, data } => {
+                self.hart.s.reservation = None;
+                if let Some(blk) = &mut self.bus.blk {
+                    let result = match error {
+                        None => Ok(data.clone()),
+                        Some(e) => Err(*e),
+                    };
+                    blk.complete(*id, result, &mut self.bus.ram);
+                }
+            }
+            Event::Entropy { id, bytes } => {
+                self.hart.s.reservation = None;
+                if let Some(rng) = &mut self.bus.rng {
+                    rng.complete(*id, bytes, &mut self.bus.ram);
+                }
+            }
         }
         self.hart.attention = true;
     }
@@ -272,13 +335,26 @@ impl Machine {
     }
 
     fn collect_outputs(&mut self) {
+        let icount = self.icount();
+        let mut push = |kind| self.outputs.push(Output { icount, kind });
         self.bus.uart.drain_output_into(&mut self.console);
         if !self.console.is_empty() {
-            let data = std::mem::take(&mut self.console);
-            self.outputs.push(Output {
-                icount: self.icount(),
-                kind: OutputKind::Console(data),
-            });
+            push(OutputKind::Console(std::mem::take(&mut self.console)));
+        }
+        if let Some(net) = &mut self.bus.net {
+            for frame in net.take_tx() {
+                push(OutputKind::NetFrame(frame));
+            }
+        }
+        if let Some(blk) = &mut self.bus.blk {
+            for req in blk.take_requests() {
+                push(OutputKind::Disk(req));
+            }
+        }
+        if let Some(rng) = &mut self.bus.rng {
+            for (id, len) in rng.take_requests() {
+                push(OutputKind::EntropyRequest { id, len });
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::devices::clint::Clint;
 use crate::devices::plic::Plic;
 use crate::devices::sifive_test::SifiveTest;
 use crate::devices::uart::Uart16550;
+use crate::devices::virtio::{VirtioBlk, VirtioNet, VirtioRng};
 use crate::machine::Machine;
 use crate::ram::Ram;
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,9 @@ pub struct MachineState {
     uart: Uart16550,
     test: SifiveTest,
     clock: Clock,
+    blk: Option<VirtioBlk>,
+    net: Option<VirtioNet>,
+    rng: Option<VirtioRng>,
     builtin_sbi: bool,
     ram_size: u64,
     /// Non-zero RAM pages: (page index, contents).
@@ -78,6 +82,9 @@ impl Machine {
             uart: self.bus.uart.clone(),
             test: self.bus.test.clone(),
             clock: self.bus.clock.clone(),
+            blk: self.bus.blk.clone(),
+            net: self.bus.net.clone(),
+            rng: self.bus.rng.clone(),
             builtin_sbi: self.builtin_sbi,
             ram_size: self.bus.ram.size(),
             ram_pages,
@@ -162,6 +169,9 @@ impl Machine {
         bus.uart = st.uart;
         bus.test = st.test;
         bus.clock = st.clock;
+        bus.blk = st.blk;
+        bus.net = st.net;
+        bus.rng = st.rng;
         let mut hart = Hart::from_state(st.hart);
         hart.sbi_intercept = st.builtin_sbi;
         Ok(Machine::from_parts(hart, bus, st.builtin_sbi))

@@ -75,12 +75,23 @@ impl DiskImage {
             .read(true)
             .write(mode == DiskMode::ReadWrite)
             .open(path)
-            .map_err(|source| DiskError::Open { path: path.to_path_buf(), source })?;
+            .map_err(|source| DiskError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let len = file.metadata()?.len();
         if len % SECTOR != 0 {
-            return Err(DiskError::BadSize { path: path.to_path_buf(), len });
+            return Err(DiskError::BadSize {
+                path: path.to_path_buf(),
+                len,
+            });
         }
-        Ok(DiskImage { file, mode, capacity: len / SECTOR, overlay: BTreeMap::new() })
+        Ok(DiskImage {
+            file,
+            mode,
+            capacity: len / SECTOR,
+            overlay: BTreeMap::new(),
+        })
     }
 
     /// Size in sectors.
@@ -97,7 +108,11 @@ impl DiskImage {
         let count = bytes.div_ceil(SECTOR);
         match sector.checked_add(count) {
             Some(end) if end <= self.capacity => Ok(()),
-            _ => Err(DiskError::OutOfRange { sector, count, capacity: self.capacity }),
+            _ => Err(DiskError::OutOfRange {
+                sector,
+                count,
+                capacity: self.capacity,
+            }),
         }
     }
 
@@ -193,9 +208,15 @@ mod tests {
         assert!(d.read_only());
         assert!(matches!(d.write(0, &[0; 512]), Err(DiskError::ReadOnly)));
         assert!(matches!(d.read(2, 512), Err(DiskError::OutOfRange { .. })));
-        assert!(matches!(d.read(u64::MAX, 512), Err(DiskError::OutOfRange { .. })));
+        assert!(matches!(
+            d.read(u64::MAX, 512),
+            Err(DiskError::OutOfRange { .. })
+        ));
         std::fs::write(&p, [0u8; 100]).unwrap();
-        assert!(matches!(DiskImage::open(&p, DiskMode::ReadOnly), Err(DiskError::BadSize { .. })));
+        assert!(matches!(
+            DiskImage::open(&p, DiskMode::ReadOnly),
+            Err(DiskError::BadSize { .. })
+        ));
         assert!(matches!(
             DiskImage::open(Path::new("/nonexistent/disk.img"), DiskMode::ReadOnly),
             Err(DiskError::Open { .. })

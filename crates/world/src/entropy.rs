@@ -11,7 +11,9 @@ pub struct HostEntropy {
 impl HostEntropy {
     /// Open the host's random source.
     pub fn open() -> io::Result<HostEntropy> {
-        Ok(HostEntropy { file: File::open("/dev/urandom")? })
+        Ok(HostEntropy {
+            file: File::open("/dev/urandom")?,
+        })
     }
 
     /// `len` random bytes (capped at 64 KiB per request).

@@ -14,7 +14,9 @@ pub struct HostClock {
 impl HostClock {
     /// A clock starting now at tick 0.
     pub fn start() -> HostClock {
-        HostClock { start: Instant::now() }
+        HostClock {
+            start: Instant::now(),
+        }
     }
 
     /// Ticks elapsed since the start.

@@ -1,0 +1,232 @@
+//! The loop that connects a machine to its world: it runs the machine, carries its
+//! outputs out (console, frames, disk requests, entropy requests) and brings inputs in
+//! as events (DESIGN.md §1). Every input passes through [`Driver::deliver`], the one
+//! place a recorder will hook.
+//!
+//! Time has two modes. **Virtual** (no network): the guest gets no host time at all;
+//! when it idles, guest time jumps to its next timer, so a run is a pure function of
+//! its boot files. **Live** (network attached): guest time is kept at or ahead of host
+//! time by clock events at slice boundaries and idle wake-ups, and an idle guest waits
+//! in real time for its timer or for network traffic.
+
+use anyhow::{bail, Context, Result};
+use ftvm_machine::devices::virtio::{BlkError, BlkRequest, BlkRequestKind};
+use ftvm_machine::{Event, Exit, ICount, Machine, OutputKind};
+use ftvm_usernet::UserNet;
+use ftvm_world::disk::DiskImage;
+use ftvm_world::entropy::HostEntropy;
+use ftvm_world::hostclock::HostClock;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// Instructions per slice in live mode, between looks at the network and the clock.
+const LIVE_SLICE: u64 = 2_000_000;
+/// Longest single sleep while the guest idles.
+const MAX_IDLE_SLEEP: Duration = Duration::from_millis(20);
+
+/// The host side of a machine's devices.
+#[derive(Default)]
+pub struct Backends {
+    /// The disk image behind virtio-blk.
+    pub disk: Option<DiskImage>,
+    /// User-mode networking behind virtio-net (makes the run live).
+    pub net: Option<UserNet>,
+    /// Host randomness behind virtio-rng.
+    pub entropy: Option<HostEntropy>,
+}
+
+/// How a drive ended.
+pub enum End {
+    /// The instruction count reached the requested stop.
+    Stopped,
+    /// The guest powered off with this code.
+    PowerOff(u32),
+    /// The guest asked for a reset.
+    Reset,
+}
+
+/// Runs a machine against its backends.
+pub struct Driver<W: Write> {
+    /// The machine.
+    pub machine: Machine,
+    backends: Backends,
+    console: W,
+    clock: Option<HostClock>,
+}
+
+impl<W: Write> Driver<W> {
+    /// A driver; live time if the network is attached.
+    pub fn new(machine: Machine, backends: Backends, console: W) -> Driver<W> {
+        let clock = backends.net.is_some().then(HostClock::start);
+        Driver {
+            machine,
+            backends,
+            console,
+            clock,
+        }
+    }
+
+    /// Give the backends back (e.g. to reboot a machine with the same disk).
+    pub fn into_parts(self) -> (Machine, Backends) {
+        (self.machine, self.backends)
+    }
+
+    /// Deliver an input event to the machine: the input door.
+    fn deliver(&mut self, ev: Event) {
+        self.machine.inject(&ev);
+    }
+
+    /// Run until the instruction count reaches `until`, power-off or reset.
+    pub fn drive(&mut self, until: ICount) -> Result<End> {
+        loop {
+            let now = self.machine.icount();
+            let end = match self.clock {
+                Some(_) => ICount(until.0.min(now.0.saturating_add(LIVE_SLICE))),
+                None => until,
+            };
+            match self.machine.run(end) {
+                Exit::Until if self.machine.icount() >= until => return Ok(End::Stopped),
+                Exit::Until => {
+                    self.service_live()?;
+                }
+                Exit::Output => self.carry_outputs()?,
+                Exit::Idle => self.idle()?,
+                Exit::PowerOff { exit_code } => {
+                    self.carry_outputs()?;
+                    return Ok(End::PowerOff(exit_code));
+                }
+                Exit::Reset => {
+                    self.carry_outputs()?;
+                    return Ok(End::Reset);
+                }
+            }
+        }
+    }
+
+    /// Carry the machine's outputs to the world; answer disk and entropy requests.
+    fn carry_outputs(&mut self) -> Result<()> {
+        for out in self.machine.take_outputs() {
+            match out.kind {
+                OutputKind::Console(bytes) => {
+                    self.console.write_all(&bytes)?;
+                    self.console.flush()?;
+                }
+                OutputKind::NetFrame(frame) => {
+                    tracing::trace!(len = frame.len(), "frame from guest");
+                    if let Some(net) = &mut self.backends.net {
+                        net.from_guest(&frame);
+                    }
+                }
+                OutputKind::Disk(req) => {
+                    let ev = self.disk_request(req);
+                    self.deliver(ev);
+                }
+                OutputKind::EntropyRequest { id, len } => {
+                    let bytes = match &mut self.backends.entropy {
+                        Some(e) => e.bytes(len as usize).context("reading host entropy")?,
+                        None => {
+                            bail!("the guest asked for entropy but no entropy source is attached")
+                        }
+                    };
+                    self.deliver(Event::Entropy { id, bytes });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Carry out a disk request on the image; the answer is the completion event.
+    fn disk_request(&mut self, req: BlkRequest) -> Event {
+        let Some(disk) = &mut self.backends.disk else {
+            return Event::DiskDone {
+                id: req.id,
+                error: Some(BlkError::Io),
+                data: Vec::new(),
+            };
+        };
+        let result = match req.kind {
+            BlkRequestKind::Read { sector, len } => disk.read(sector, len as u64),
+            BlkRequestKind::Write { sector, data } => {
+                disk.write(sector, &data).map(|()| Vec::new())
+            }
+            BlkRequestKind::Flush => disk.flush().map(|()| Vec::new()),
+        };
+        match result {
+            Ok(data) => Event::DiskDone {
+                id: req.id,
+                error: None,
+                data,
+            },
+            Err(e) => {
+                tracing::warn!("disk request {} failed: {e}", req.id);
+                Event::DiskDone {
+                    id: req.id,
+                    error: Some(BlkError::Io),
+                    data: Vec::new(),
+                }
+            }
+        }
+    }
+
+    /// Live mode: bring guest time up to host time and deliver network frames.
+    /// Returns true if any frame was delivered.
+    fn service_live(&mut self) -> Result<bool> {
+        let Some(clock) = &self.clock else {
+            return Ok(false);
+        };
+        let host = clock.ticks();
+        let guest = self.machine.mtime();
+        if host > guest {
+            self.deliver(Event::ClockAdvance {
+                ticks: host - guest,
+            });
+        }
+        let mut frames_in = false;
+        if let Some(net) = &mut self.backends.net {
+            let frames = net.poll(Instant::now());
+            frames_in = !frames.is_empty();
+            for f in frames {
+                tracing::trace!(len = f.len(), "frame to guest");
+                self.deliver(Event::NetFrame(f));
+            }
+        }
+        Ok(frames_in)
+    }
+
+    /// The guest waits in WFI: move time (virtual) or wait for its timer or for network
+    /// traffic in real time (live).
+    fn idle(&mut self) -> Result<()> {
+        let Some(clock) = &self.clock else {
+            return match self.machine.idle_ticks() {
+                Some(ticks) => {
+                    self.deliver(Event::ClockAdvance { ticks });
+                    Ok(())
+                }
+                None => bail!(
+                    "the guest is idle (WFI) with no timer armed and no input can arrive: it would sleep forever (icount {})",
+                    self.machine.icount()
+                ),
+            };
+        };
+        // The host instant at which the guest's next timer fires.
+        let timer_at = self
+            .machine
+            .idle_ticks()
+            .map(|t| clock.instant_at(self.machine.mtime().saturating_add(t)));
+        loop {
+            let frames_in = self.service_live()?;
+            let now = Instant::now();
+            if frames_in || timer_at.is_some_and(|at| now >= at) {
+                return Ok(());
+            }
+            let mut wait = MAX_IDLE_SLEEP;
+            if let Some(at) = timer_at {
+                wait = wait.min(at - now);
+            }
+            if let Some(net) = &mut self.backends.net {
+                wait = wait.min(net.poll_delay(now));
+            }
+            std::thread::sleep(wait);
+        }
+    }
+}
