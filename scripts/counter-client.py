@@ -10,14 +10,15 @@ Protocol: one request line, one reply line: `inc` -> new value, `get` -> value,
   scripts/counter-client.py --command get --requests 1       # read the value
   scripts/counter-client.py --check                          # inc values must increase
   scripts/counter-client.py --protocol-test                  # edge cases (split lines...)
-  scripts/counter-client.py --wait 30 ...                    # retry connecting for 30 s
+  scripts/counter-client.py --wait 30 ...                    # wait for the guest first
 
 With QEMU user networking, forward a host port to the guest:
   -netdev user,id=n0,hostfwd=tcp:127.0.0.1:17777-:7777 -device virtio-net-device,netdev=n0
 
 Every socket operation has a timeout (--timeout); the total number of requests is capped
 (MAX_TOTAL). Exit status: 0 if every request got a well-formed reply (and the checks held),
-1 otherwise, 2 on bad arguments.
+1 otherwise, 2 on bad arguments. Reply values go to stdout, the summary to stderr
+(to stdout with --quiet, where it is the only output).
 """
 import argparse
 import socket
@@ -48,7 +49,7 @@ class Conn:
             if not chunk:
                 return None
             self.buf += chunk
-            if len(self.buf) > 4096:
+            if len(self.buf) > 4096 and b"\n" not in self.buf:
                 raise ValueError("reply line too long")
         line, self.buf = self.buf.split(b"\n", 1)
         return line.decode("ascii", "replace")
@@ -70,6 +71,27 @@ def connect(args, deadline):
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.2)
+
+
+def wait_until_serving(args):
+    """--wait: poll with `get` until the service answers. A successful connect proves
+    nothing with QEMU's hostfwd (slirp accepts on the host before the guest listens)."""
+    deadline = time.monotonic() + args.wait
+    while True:
+        try:
+            probe = Conn(args.host, args.port, min(1.0, args.timeout))
+            try:
+                if probe.request("get") is not None:
+                    return True
+            finally:
+                probe.close()
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() >= deadline:
+            print(f"error: no reply from {args.host}:{args.port} within {args.wait} s",
+                  file=sys.stderr)
+            return False
+        time.sleep(0.2)
 
 
 def percentile(sorted_values, p):
@@ -204,7 +226,8 @@ def main():
     ap.add_argument("--command", default="inc", help="request line (default inc)")
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds, per socket op")
     ap.add_argument("--wait", type=float, default=0.0,
-                    help="keep retrying to connect for this many seconds (guest booting)")
+                    help="first wait up to this many seconds for the service to answer a "
+                         "`get` (guest still booting)")
     ap.add_argument("--quiet", "-q", action="store_true", help="summary only")
     ap.add_argument("--check", action="store_true",
                     help="inc replies must be increasing numbers, distinct over connections")
@@ -218,6 +241,8 @@ def main():
     if args.timeout <= 0:
         ap.error("--timeout must be positive")
 
+    if args.wait > 0 and not wait_until_serving(args):
+        return 1
     if args.protocol_test:
         try:
             failures = protocol_test(args)
@@ -252,7 +277,8 @@ def main():
     rate = done / elapsed if elapsed > 0 else 0.0
     print(f"{done} requests over {args.connections} connection(s) in {elapsed:.3f} s: "
           f"{rate:.0f} req/s; latency p50 {percentile(lat, 50) * 1e3:.3f} ms, "
-          f"p99 {percentile(lat, 99) * 1e3:.3f} ms, max {(lat[-1] if lat else 0) * 1e3:.3f} ms")
+          f"p99 {percentile(lat, 99) * 1e3:.3f} ms, max {(lat[-1] if lat else 0) * 1e3:.3f} ms",
+          file=sys.stderr if not args.quiet else sys.stdout)
     return 1 if errors or done != args.requests * args.connections else 0
 
 
