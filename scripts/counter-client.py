@@ -187,6 +187,14 @@ def protocol_test(args):
     a.send(b"get\n" * 3000)
     got = [a.line() for _ in range(3000)]
     expect("3000 pipelined gets", len(got) == 3000 and set(got) == {str(base + 6)}, True)
+    # The same, then end of input: every complete request still gets its reply.
+    f = connect(args, deadline)
+    f.send(b"get\n" * 3000)
+    f.sock.shutdown(socket.SHUT_WR)
+    got = [f.line() for _ in range(3001)]
+    expect("3000 pipelined gets, then half-close",
+           got[-1] is None and set(got[:-1]) == {str(base + 6)}, True)
+    f.close()
     # Disconnect in the middle of a line: the partial request must not count.
     c = connect(args, deadline)
     c.send(b"in")

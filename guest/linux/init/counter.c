@@ -11,7 +11,8 @@
  * A connection may send many requests, split across reads or several per read; any
  * number of connections (up to MAX_CONNS at a time, the rest wait in the backlog) share
  * the one uint64 counter. A line longer than LINE_MAX bytes gets "err\n" and the
- * connection is closed. An unfinished line at end of input is dropped.
+ * connection is closed. After the client's end of input (close or half-close) the complete
+ * lines are still answered; an unfinished last line is dropped.
  *
  * One thread, one poll(2) loop, nonblocking sockets. Each connection has an input buffer
  * (LINE_MAX) and an output buffer; requests are only taken while the output buffer has
@@ -42,7 +43,8 @@
 
 struct conn {
 	int fd;
-	int closing;  /* no more input: close once the output is sent */
+	int eof;      /* the client has finished sending (its partial line is dropped) */
+	int closing;  /* take no more requests (`reboot`, over-long line) */
 	size_t in_len;
 	size_t out_off, out_len;
 	char in[LINE_MAX];
@@ -139,10 +141,10 @@ static int flush_output(struct conn *c)
 	return 0;
 }
 
-/* Read what is there; -1 on a connection error. End of input sets closing. */
+/* Read what is there and answer it; -1 on a connection error. */
 static int read_input(struct conn *c)
 {
-	while (!c->closing && c->in_len < LINE_MAX) {
+	while (!c->eof && !c->closing && c->in_len < LINE_MAX) {
 		ssize_t n = recv(c->fd, c->in + c->in_len, LINE_MAX - c->in_len, 0);
 		if (n < 0) {
 			if (errno == EINTR)
@@ -150,15 +152,19 @@ static int read_input(struct conn *c)
 			return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
 		}
 		if (n == 0) {
-			/* Answer the complete lines already read, drop a partial one. */
-			process_input(c);
-			c->closing = 1;
+			c->eof = 1; /* complete lines still get answered */
 			return 0;
 		}
 		c->in_len += (size_t)n;
 		process_input(c);
 	}
 	return 0;
+}
+
+/* Nothing more to do for c once its output is sent? */
+static int finished(const struct conn *c)
+{
+	return c->closing || (c->eof && !memchr(c->in, '\n', c->in_len));
 }
 
 static void drop(size_t i)
@@ -231,7 +237,7 @@ int counter_serve(uint64_t initial, const struct counter_store *s)
 			struct conn *c = conns[i];
 			int room = OUT_MAX - (c->out_len - c->out_off) >= REPLY_MAX;
 			pfd[1 + i].fd = c->fd;
-			pfd[1 + i].events = (!c->closing && room ? POLLIN : 0) |
+			pfd[1 + i].events = (!c->eof && !c->closing && room ? POLLIN : 0) |
 					    (c->out_len > c->out_off ? POLLOUT : 0);
 			pfd[1 + i].revents = 0;
 		}
@@ -263,7 +269,7 @@ int counter_serve(uint64_t initial, const struct counter_store *s)
 			if (c == rebooter)
 				reboot_now(c); /* even if the client is already gone */
 			rebooter = NULL;
-			if (bad || (c->closing && c->out_len == c->out_off))
+			if (bad || (finished(c) && c->out_len == c->out_off))
 				drop(i);
 		}
 		if (pfd[0].revents & POLLIN)
