@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the riscv64 Linux guest from Debian packages: a kernel Image (tinyconfig plus
 # guest/linux/kernel.config) and an initramfs.cpio holding a static /init
-# (guest/linux/init/init.c). Boot them with `-kernel Image -initrd initramfs.cpio`.
+# (guest/linux/init/*.c). Boot them with `-kernel Image -initrd initramfs.cpio`.
 #
 # Usage: guest/linux/build.sh [--force]
 #   OUT         output directory (default: <repo>/target/guest; relative = from repo root)
@@ -108,7 +108,7 @@ build_kernel() {
 # --- kernel build end ---
 
 # Cache keys: the kernel by the fragment, the package version, the section above and
-# the cross compiler's version; the initramfs by the init sources, the initramfs
+# the cross compiler's version; the initramfs by the init sources (*.c, *.h), the initramfs
 # section below, the compiler version and the package version (gen_init_cpio).
 kernel_section="$(sed -n '/^# --- kernel build begin/,/^# --- kernel build end/p' "$SCRIPT")"
 kernel_key="$( { cat "$FRAGMENT"; echo "$LINUX_PKG_VERSION"; echo "$kernel_section";
@@ -132,7 +132,7 @@ IRD="$CACHE/initramfs"
 CC="${CROSS}gcc"
 INIT_CFLAGS=(-static -O2 -Wall -Wextra -Werror)
 initramfs_section="$(sed -n '/^# --- initramfs/,$p' "$SCRIPT")"
-initramfs_key="$( { "$CC" --version | head -n1; echo "$LINUX_PKG_VERSION"; cat "$INIT_SRC"/*.c;
+initramfs_key="$( { "$CC" --version | head -n1; echo "$LINUX_PKG_VERSION"; cat "$INIT_SRC"/*.[ch];
                     echo "${INIT_CFLAGS[*]}"; echo "$initramfs_section"; } | hash_of)"
 start=$SECONDS
 if (( !FORCE )) && [[ -f "$IRD/initramfs.cpio" &&
