@@ -265,6 +265,7 @@ pub fn config(kernel: Vec<u8>) -> BootConfig {
         kernel,
         initrd: None,
         cmdline: String::new(),
+        devices: Default::default(),
     }
 }
 
