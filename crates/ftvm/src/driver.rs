@@ -52,6 +52,8 @@ pub struct Driver<W: Write> {
     backends: Backends,
     console: W,
     clock: Option<HostClock>,
+    /// Device errors already logged.
+    device_errors: u64,
 }
 
 impl<W: Write> Driver<W> {
@@ -105,6 +107,14 @@ impl<W: Write> Driver<W> {
 
     /// Carry the machine's outputs to the world; answer disk and entropy requests.
     fn carry_outputs(&mut self) -> Result<()> {
+        let (errors, last) = self.machine.device_errors();
+        if errors > self.device_errors {
+            tracing::warn!(
+                "guest device errors: {errors} so far; last: {}",
+                last.unwrap_or_default()
+            );
+            self.device_errors = errors;
+        }
         for out in self.machine.take_outputs() {
             match out.kind {
                 OutputKind::Console(bytes) => {

@@ -278,6 +278,27 @@ impl Machine {
             .map(|t| t.saturating_sub(now))
     }
 
+    /// Guest errors the virtio devices counted so far (malformed descriptor chains,
+    /// bad requests), with the last one: the guest's fault, never a host panic.
+    pub fn device_errors(&self) -> (u64, Option<String>) {
+        let b = &self.bus;
+        let mut n = 0;
+        let mut last = None;
+        if let Some(d) = &b.blk {
+            n += d.errors();
+            last = d.last_error().map(|e| format!("virtio-blk: {e}")).or(last);
+        }
+        if let Some(d) = &b.net {
+            n += d.errors();
+            last = d.last_error().map(|e| format!("virtio-net: {e}")).or(last);
+        }
+        if let Some(d) = &b.rng {
+            n += d.errors();
+            last = d.last_error().map(|e| format!("virtio-rng: {e}")).or(last);
+        }
+        (n, last)
+    }
+
     /// Current guest time in `mtime` ticks.
     pub fn mtime(&self) -> u64 {
         self.bus.clock.mtime(self.hart.s.icount)
