@@ -65,6 +65,7 @@ impl<W: Write> Driver<W> {
             backends,
             console,
             clock,
+            device_errors: 0,
         }
     }
 
