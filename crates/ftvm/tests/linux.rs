@@ -129,3 +129,14 @@ fn linux_bench_mode_computes_the_reference_checksum() {
     let stdout = assert_boots(&out);
     assert!(stdout.contains("(ok)"), "{stdout}");
 }
+
+#[test]
+fn entropy_reaches_the_guest_through_virtio_rng() {
+    // A network makes the run live, which attaches host entropy behind virtio-rng.
+    let out = boot(&["--net", "user"], "console=ttyS0 mode=hello");
+    let stdout = assert_boots(&out);
+    assert!(stdout.contains("hwrng: read 16 bytes"), "{stdout}");
+    // Without one, the machine has no entropy device (a deterministic run).
+    let out = boot(&[], "console=ttyS0 mode=hello");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hwrng: none"));
+}
