@@ -204,6 +204,12 @@ impl Machine {
             if !self.outputs.is_empty() {
                 return Exit::Output;
             }
+            // Stop before the hart does anything at this count (SBI calls, interrupts):
+            // an event injected now then acts exactly as one injected after any other
+            // exit at this count, which is what makes a replay match its recording.
+            if self.hart.s.icount >= until.0 {
+                return Exit::Until;
+            }
             if self.hart.sbi_pending {
                 self.hart.sbi_pending = false;
                 sbi::handle(&mut self.hart, &mut self.bus, &mut self.console);
@@ -218,9 +224,6 @@ impl Machine {
                     return Exit::Idle;
                 }
                 self.hart.s.wfi = false;
-            }
-            if self.hart.s.icount >= until.0 {
-                return Exit::Until;
             }
             let end = until.0.min(self.next_timer_deadline());
             self.bus.attention = false;
