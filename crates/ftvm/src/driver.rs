@@ -102,6 +102,19 @@ impl<W: Write> Driver<W> {
                     self.carry_outputs()?;
                     return Ok(End::Reset);
                 }
+                Exit::TrapLoop { cause, pc } => {
+                    self.carry_outputs()?;
+                    bail!(
+                        "the guest is stuck: its trap handler at {pc:#x} cannot be fetched (cause {cause:#x}, {}); an M-mode program needs --bios none",
+                        self.machine.privilege_name()
+                    );
+                }
+                Exit::FirmwareTrap { cause, pc } => {
+                    self.carry_outputs()?;
+                    bail!(
+                        "the guest trapped into M-mode (mcause {cause:#x} at pc {pc:#x}), where the built-in SBI has no handler; an M-mode program needs --bios none"
+                    );
+                }
             }
         }
     }

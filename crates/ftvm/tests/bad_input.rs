@@ -153,3 +153,18 @@ fn missing_firmware_file() {
         "cannot read firmware",
     );
 }
+
+#[test]
+fn m_mode_program_without_bios_none_is_a_clear_error() {
+    // The bare-metal programs start in M-mode; with the built-in SBI they start in
+    // S-mode, fault on their first M-mode CSR access, and must be stopped with a hint.
+    let g = guest("hello");
+    let out = ftvm(&["run", "--kernel", g.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("stuck") && err.contains("--bios none"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"));
+}

@@ -30,6 +30,22 @@ pub enum Exit {
     },
     /// The guest asked for a reset.
     Reset,
+    /// The hart can never make progress: fetching its trap handler faults at the
+    /// handler's own address (e.g. no trap vector was set up).
+    TrapLoop {
+        /// The trap cause (an instruction access or page fault).
+        cause: u64,
+        /// The handler address that cannot be fetched.
+        pc: u64,
+    },
+    /// With the built-in SBI, the hart trapped into M-mode, where no firmware is: the
+    /// guest cannot continue (typically an M-mode program started without `--bios none`).
+    FirmwareTrap {
+        /// `mcause` of the trap.
+        cause: u64,
+        /// `mepc`: where it happened.
+        pc: u64,
+    },
 }
 
 /// A non-deterministic input, delivered at the current instruction count (the input
@@ -228,6 +244,25 @@ impl Machine {
             let end = until.0.min(self.next_timer_deadline());
             self.bus.attention = false;
             self.hart.run_batch(&mut self.bus, end);
+            if self.hart.trap_loop {
+                let c = &self.hart.s.csr;
+                let cause = if self.hart.s.prv == Priv::M {
+                    c.mcause
+                } else {
+                    c.scause
+                };
+                return Exit::TrapLoop {
+                    cause,
+                    pc: self.hart.s.pc,
+                };
+            }
+            if self.builtin_sbi && self.hart.s.prv == Priv::M {
+                let c = &self.hart.s.csr;
+                return Exit::FirmwareTrap {
+                    cause: c.mcause,
+                    pc: c.mepc,
+                };
+            }
         }
     }
 
@@ -300,6 +335,15 @@ impl Machine {
             last = d.last_error().map(|e| format!("virtio-rng: {e}")).or(last);
         }
         (n, last)
+    }
+
+    /// The hart's privilege level, for messages: "M-mode", "S-mode" or "U-mode".
+    pub fn privilege_name(&self) -> &'static str {
+        match self.hart.s.prv {
+            Priv::M => "M-mode",
+            Priv::S => "S-mode",
+            Priv::U => "U-mode",
+        }
     }
 
     /// Current guest time in `mtime` ticks.

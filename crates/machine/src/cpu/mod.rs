@@ -68,6 +68,8 @@ pub struct Hart {
     pub sbi_intercept: bool,
     /// An intercepted SBI call waits for the machine.
     pub sbi_pending: bool,
+    /// The hart is stuck: its trap handler's own address cannot be fetched.
+    pub trap_loop: bool,
 }
 
 impl Hart {
@@ -95,6 +97,7 @@ impl Hart {
             attention: true,
             sbi_intercept: false,
             sbi_pending: false,
+            trap_loop: false,
         }
     }
 

@@ -130,13 +130,19 @@ use crate::bus::Bus;
 const PRIORITY: [u64; 6] = [irq::MEI, irq::MSI, irq::MTI, irq::SEI, irq::SSI, irq::STI];
 
 impl Hart {
-    /// Take a synchronous exception at the current pc.
+    /// Take a synchronous exception at the current pc. A fetch fault whose handler is
+    /// the faulting address itself can never make progress: it is flagged as a trap
+    /// loop for the machine to report.
     pub fn take_exception(&mut self, bus: &mut Bus, mut e: Exception) {
         if e.cause == cause::ILLEGAL_INSN && e.tval == TVAL_INSN_BITS {
             // The fetch of this instruction just succeeded, so this cannot fault.
             e.tval = self.fetch_raw(bus, self.s.pc).unwrap_or(0) as u64;
         }
+        let from = self.s.pc;
         self.trap(e.cause, e.tval, false);
+        if matches!(e.cause, cause::INSN_ACCESS | cause::INSN_PAGE_FAULT) && self.s.pc == from {
+            self.trap_loop = true;
+        }
     }
 
     /// The interrupt to take now, if any (privileged spec 3.1.9).
