@@ -3,10 +3,12 @@
 # guest/linux/kernel.config) and an initramfs.cpio holding a static /init
 # (guest/linux/init/*.c). Boot them with `-kernel Image -initrd initramfs.cpio`.
 #
-# Usage: guest/linux/build.sh [--force]
-#   OUT         output directory (default: <repo>/target/guest; relative = from repo root)
-#   FTVM_CACHE  cache root (default: ~/.cache/ftvm); work lives in $FTVM_CACHE/linux
-#   --force     ignore the cache keys (the kernel rebuild is still incremental)
+# Usage: guest/linux/build.sh [--force] [--thirdparty]
+#   OUT          output directory (default: <repo>/target/guest; relative = from repo root)
+#   FTVM_CACHE   cache root (default: ~/.cache/ftvm); work lives in $FTVM_CACHE/linux
+#   --force      ignore the cache keys (the kernel rebuild is still incremental)
+#   --thirdparty also build thirdparty.cpio (busybox, a Go program: thirdparty/build.sh)
+#                and initramfs-full.cpio = initramfs.cpio + thirdparty.cpio (mode=thirdparty)
 set -euo pipefail
 
 SRC_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,11 +21,13 @@ FRAGMENT="$SRC_DIR/kernel.config"
 CROSS=riscv64-linux-gnu-
 JOBS="${JOBS:-2}"
 FORCE=0
+THIRDPARTY=0
 
 for arg in "$@"; do
     case "$arg" in
         --force) FORCE=1 ;;
-        -h|--help) sed -n '2,9p' "$SCRIPT" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --thirdparty) THIRDPARTY=1 ;;
+        -h|--help) sed -n '2,11p' "$SCRIPT" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "error: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -131,7 +135,7 @@ INIT_SRC="$SRC_DIR/init"
 IRD="$CACHE/initramfs"
 CC="${CROSS}gcc"
 INIT_CFLAGS=(-static -O2 -Wall -Wextra -Werror)
-initramfs_section="$(sed -n '/^# --- initramfs/,$p' "$SCRIPT")"
+initramfs_section="$(sed -n '/^# --- initramfs/,/^# --- initramfs end/p' "$SCRIPT")"
 initramfs_key="$( { "$CC" --version | head -n1; echo "$LINUX_PKG_VERSION"; cat "$INIT_SRC"/*.[ch];
                     echo "${INIT_CFLAGS[*]}"; echo "$initramfs_section"; } | hash_of)"
 start=$SECONDS
@@ -164,3 +168,12 @@ cp "$IRD/initramfs.cpio" "$OUT/initramfs.cpio"
 
 log "done: ${OUT#"$REPO_DIR"/}/Image ($(stat -c %s "$OUT/Image") bytes)," \
     "${OUT#"$REPO_DIR"/}/initramfs.cpio ($(stat -c %s "$OUT/initramfs.cpio") bytes)"
+# --- initramfs end ---
+
+# --- third-party programs: a second archive appended to the first (Linux unpacks
+# concatenated newc archives in turn into one root file system) ---
+if (( THIRDPARTY )); then
+    OUT="$OUT" "$SRC_DIR/thirdparty/build.sh" $( (( FORCE )) && echo --force )
+    cat "$OUT/initramfs.cpio" "$OUT/thirdparty.cpio" > "$OUT/initramfs-full.cpio"
+    log "done: ${OUT#"$REPO_DIR"/}/initramfs-full.cpio ($(stat -c %s "$OUT/initramfs-full.cpio") bytes)"
+fi

@@ -100,6 +100,7 @@ static const struct mode modes[] = {
 	{ "bench", mode_bench, "fixed ~1e9-instruction CPU/memory workload, power off" },
 	{ "counter", mode_counter, "TCP counter service on port 7777 (default; never exits)" },
 	{ "disk", mode_disk, "counter persisted in sector 0 of /dev/vda, `reboot` command" },
+	{ "thirdparty", mode_thirdparty, "busybox and a Go program from /opt/thirdparty (full initrd)" },
 };
 
 void machine_reset(int cmd)
