@@ -425,3 +425,24 @@ proptest! {
         prop_assert_eq!(r.position(), bytes.len() as u64);
     }
 }
+
+/// The fuzz seed doubles as a golden file: the byte layout of format version 1.
+#[test]
+fn golden_log_bytes() {
+    let golden = include_bytes!("../fuzz/seeds/decode_log/small-log");
+    let h = Header::new(b"cfg".to_vec(), [0; 32], 0, "seed");
+    let mut w = LogWriter::new(Vec::new(), &h).unwrap();
+    w.event(10, b"rx").unwrap();
+    w.output(300, &[1; 17]).unwrap();
+    w.state_hash(70_000, 0xfeed).unwrap();
+    w.progress(1 << 40).unwrap();
+    let bytes = w.finish(1 << 41, 42).unwrap();
+    assert_eq!(bytes, golden);
+    // The Progress entry (16 bytes, then a 32-byte End): len 8, CRC, seq 4,
+    // delta 2^40 - 70000 as a 6-byte varint, kind 4.
+    let progress = &golden[golden.len() - 32 - 16..][..16];
+    assert_eq!(progress[..4], 8u32.to_le_bytes());
+    assert_eq!(progress[8], 4);
+    assert_eq!(progress[9..15], [0x90, 0xdd, 0xfb, 0xff, 0xff, 0x1f]);
+    assert_eq!(progress[15], Progress as u8);
+}
