@@ -199,6 +199,12 @@ pub enum LogError {
         /// Payload size given.
         len: usize,
     },
+    /// The header given to the writer is over [`MAX_HEADER_LEN`].
+    #[error("log header of {len} bytes is over the 1 GiB limit")]
+    HeaderTooLarge {
+        /// Size of the header body.
+        len: u64,
+    },
     /// `End` entries are written by [`LogWriter::finish`] only.
     #[error("an End entry is written by LogWriter::finish, not appended")]
     EndByAppend,
