@@ -61,7 +61,7 @@ pub fn devices(d: &DeviceArgs, default_net: bool) -> Result<(DeviceConfig, Backe
             }
             let un_cfg = ftvm_usernet::Config {
                 forwards,
-                host_poll_interval: std::time::Duration::from_micros(500),
+                host_poll_interval: std::time::Duration::from_micros(100),
                 ..ftvm_usernet::Config::default()
             };
             let un = UserNet::new(un_cfg)?;
