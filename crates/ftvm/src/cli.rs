@@ -15,6 +15,36 @@ pub struct Cli {
 pub enum Command {
     /// Boot a guest: a bare-metal ELF or a Linux Image. Console on stdout.
     Run(RunArgs),
+    /// Run a guest like `run` and record every input into a log for `replay`.
+    Record(RecordArgs),
+    /// Re-execute a recording from its log, with inputs taken only from the log.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args)]
+pub struct RecordArgs {
+    /// The log to write.
+    #[arg(long, value_name = "FILE")]
+    pub log: PathBuf,
+    /// Log the machine's state hash every N instructions (replay checks it).
+    #[arg(long, value_name = "N", default_value_t = 100_000_000)]
+    pub hash_every: u64,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    /// The log to replay.
+    #[arg(long, value_name = "FILE")]
+    pub log: PathBuf,
+    /// Stop when the instruction count reaches exactly N.
+    #[arg(long, value_name = "N")]
+    pub stop_at: Option<u64>,
+    /// When the replay ends, save the whole machine to FILE (resume it with
+    /// `ftvm run --restore FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
 }
 
 /// Options describing a machine and its boot files.

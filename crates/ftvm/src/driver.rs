@@ -9,6 +9,7 @@
 //! time by clock events at slice boundaries and idle wake-ups, and an idle guest waits
 //! in real time for its timer or for network traffic.
 
+use crate::replica::recorder::Recorder;
 use anyhow::{bail, Context, Result};
 use ftvm_machine::devices::virtio::{BlkError, BlkRequest, BlkRequestKind};
 use ftvm_machine::{Event, Exit, ICount, Machine, OutputKind};
@@ -17,10 +18,14 @@ use ftvm_world::disk::DiskImage;
 use ftvm_world::entropy::HostEntropy;
 use ftvm_world::hostclock::HostClock;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Instructions per slice in live mode, between looks at the network and the clock.
 const LIVE_SLICE: u64 = 2_000_000;
+/// Instructions per slice in virtual mode, between looks for a stop signal.
+const VIRTUAL_SLICE: u64 = 50_000_000;
 /// Longest single sleep while the guest idles.
 const MAX_IDLE_SLEEP: Duration = Duration::from_millis(20);
 
@@ -41,6 +46,8 @@ pub enum End {
     Stopped,
     /// The guest powered off with this code.
     PowerOff(u32),
+    /// A signal asked the run to end.
+    Interrupted,
     /// The guest asked for a reset.
     Reset,
 }
@@ -54,6 +61,10 @@ pub struct Driver<W: Write> {
     clock: Option<HostClock>,
     /// Device errors already logged.
     device_errors: u64,
+    /// The recording, if this run is being recorded.
+    pub recorder: Option<Recorder>,
+    /// Set (by a signal handler) to end the run cleanly at the next stop.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl<W: Write> Driver<W> {
@@ -66,6 +77,8 @@ impl<W: Write> Driver<W> {
             console,
             clock,
             device_errors: 0,
+            recorder: None,
+            stop: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -74,20 +87,39 @@ impl<W: Write> Driver<W> {
         (self.machine, self.backends)
     }
 
-    /// Deliver an input event to the machine: the input door.
-    fn deliver(&mut self, ev: Event) {
+    /// Deliver an input event to the machine: the input door (logged when recording).
+    fn deliver(&mut self, ev: Event) -> Result<()> {
+        if let Some(r) = &mut self.recorder {
+            r.event(self.machine.icount().0, &ev)?;
+        }
         self.machine.inject(&ev);
+        Ok(())
     }
 
     /// Run until the instruction count reaches `until`, power-off or reset.
     pub fn drive(&mut self, until: ICount) -> Result<End> {
         loop {
+            if self.stop.load(Ordering::Relaxed) {
+                self.carry_outputs()?;
+                return Ok(End::Interrupted);
+            }
             let now = self.machine.icount();
-            let end = match self.clock {
+            let mut end = match self.clock {
                 Some(_) => ICount(until.0.min(now.0.saturating_add(LIVE_SLICE))),
-                None => until,
+                // Without a network only a signal can arrive: look for one now and then.
+                None => ICount(until.0.min(now.0.saturating_add(VIRTUAL_SLICE))),
             };
-            match self.machine.run(end) {
+            if let Some(r) = &self.recorder {
+                end = end.min(ICount(r.next_checkpoint()));
+            }
+            let exit = self.machine.run(end);
+            if let Some(r) = &mut self.recorder {
+                let now = self.machine.icount().0;
+                if now == r.next_checkpoint() {
+                    r.checkpoint(now, self.machine.state_hash())?;
+                }
+            }
+            match exit {
                 Exit::Until if self.machine.icount() >= until => return Ok(End::Stopped),
                 Exit::Until => {
                     self.service_live()?;
@@ -130,6 +162,9 @@ impl<W: Write> Driver<W> {
             self.device_errors = errors;
         }
         for out in self.machine.take_outputs() {
+            if let Some(r) = &mut self.recorder {
+                r.output(&out)?;
+            }
             match out.kind {
                 OutputKind::Console(bytes) => {
                     self.console.write_all(&bytes)?;
@@ -143,7 +178,7 @@ impl<W: Write> Driver<W> {
                 }
                 OutputKind::Disk(req) => {
                     let ev = self.disk_request(req);
-                    self.deliver(ev);
+                    self.deliver(ev)?;
                 }
                 OutputKind::EntropyRequest { id, len } => {
                     let bytes = match &mut self.backends.entropy {
@@ -152,7 +187,7 @@ impl<W: Write> Driver<W> {
                             bail!("the guest asked for entropy but no entropy source is attached")
                         }
                     };
-                    self.deliver(Event::Entropy { id, bytes });
+                    self.deliver(Event::Entropy { id, bytes })?;
                 }
             }
         }
@@ -203,7 +238,7 @@ impl<W: Write> Driver<W> {
         if host > guest {
             self.deliver(Event::ClockAdvance {
                 ticks: host - guest,
-            });
+            })?;
         }
         let mut frames_in = false;
         if let Some(net) = &mut self.backends.net {
@@ -211,7 +246,7 @@ impl<W: Write> Driver<W> {
             frames_in = !frames.is_empty();
             for f in frames {
                 tracing::trace!(len = f.len(), "frame to guest");
-                self.deliver(Event::NetFrame(f));
+                self.deliver(Event::NetFrame(f))?;
             }
         }
         Ok(frames_in)
@@ -222,10 +257,7 @@ impl<W: Write> Driver<W> {
     fn idle(&mut self) -> Result<()> {
         let Some(clock) = &self.clock else {
             return match self.machine.idle_ticks() {
-                Some(ticks) => {
-                    self.deliver(Event::ClockAdvance { ticks });
-                    Ok(())
-                }
+                Some(ticks) => self.deliver(Event::ClockAdvance { ticks }),
                 None => bail!(
                     "the guest is idle (WFI) with no timer armed and no input can arrive: it would sleep forever (icount {})",
                     self.machine.icount()

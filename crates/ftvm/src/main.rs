@@ -3,6 +3,7 @@
 mod cli;
 mod driver;
 mod guest;
+mod replica;
 mod run;
 
 use clap::Parser;
@@ -18,7 +19,9 @@ fn main() -> ExitCode {
         )
         .init();
     let result = match cli.command {
-        cli::Command::Run(args) => run::run(&args),
+        cli::Command::Run(args) => run::run(&args, None),
+        cli::Command::Record(args) => run::run(&args.run, Some(&args)),
+        cli::Command::Replay(args) => run::replay(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,7 +1,9 @@
 //! `ftvm run`: boot a guest on this host (or resume a saved one) and drive it.
 
-use crate::cli::{DeviceArgs, MachineArgs, RunArgs};
+use crate::cli::{DeviceArgs, MachineArgs, RecordArgs, ReplayArgs, RunArgs};
 use crate::driver::{Backends, Driver, End};
+use crate::replica::recorder::Recorder;
+use crate::replica::replayer::{Replayed, Replayer};
 use anyhow::{bail, Context, Result};
 use ftvm_machine::boot::{DeviceConfig, DiskConfig};
 use ftvm_machine::{BootConfig, Firmware, ICount, Machine};
@@ -110,7 +112,7 @@ pub fn boot_config(a: &MachineArgs, devices: DeviceConfig) -> Result<BootConfig>
     })
 }
 
-pub fn run(args: &RunArgs) -> Result<ExitCode> {
+pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode> {
     let default_guest = args.machine.kernel.is_none() && args.restore.is_none();
     let (devices, backends) = devices(&args.devices, default_guest)?;
     let cfg = match &args.restore {
@@ -128,11 +130,26 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     };
     let until = ICount(args.stop_at.unwrap_or(u64::MAX));
     let mut driver = Driver::new(machine, backends, std::io::stdout());
+    if let Some(rec) = record {
+        let Some(cfg) = &cfg else {
+            bail!("recording a restored machine is not supported yet: record from boot");
+        };
+        let initial = driver.machine.state_hash();
+        driver.recorder = Some(Recorder::create(&rec.log, cfg, initial, rec.hash_every)?);
+    }
+    // SIGINT/SIGTERM end the run cleanly at the next stop (the log is completed).
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, driver.stop.clone())
+            .context("cannot install a signal handler")?;
+    }
     let code = loop {
         match driver.drive(until)? {
-            End::Stopped => break 0,
+            End::Stopped | End::Interrupted => break 0,
             End::PowerOff(code) => break code,
             End::Reset => {
+                if driver.recorder.is_some() {
+                    bail!("the guest rebooted, which a recording cannot follow yet; the log ends here");
+                }
                 let Some(cfg) = &cfg else {
                     bail!("the guest asked for a reset, which a restored machine cannot do (its boot files are unknown)");
                 };
@@ -146,6 +163,15 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             }
         }
     };
+    if let Some(rec) = driver.recorder.take() {
+        let m = &driver.machine;
+        let bytes = rec.finish(m.icount().0, m.state_hash())?;
+        let path = record.map_or(String::new(), |r| r.log.display().to_string());
+        eprintln!(
+            "ftvm: recorded {} instructions into {path} ({bytes} bytes, boot files included)",
+            m.icount()
+        );
+    }
     let m = &driver.machine;
     if let Some(path) = &args.save {
         std::fs::write(path, m.save())
@@ -153,4 +179,20 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     }
     eprintln!("icount={} state_hash={:032x}", m.icount(), m.state_hash());
     Ok(ExitCode::from(code.min(255) as u8))
+}
+
+/// `ftvm replay`.
+pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
+    let mut r = Replayer::open(&args.log, std::io::stdout())?;
+    match r.replay(args.stop_at)? {
+        Replayed::Complete | Replayed::Stopped => {}
+        Replayed::Truncated(why) => eprintln!("ftvm: warning: {why}; replayed up to there"),
+    }
+    let m = &r.machine;
+    if let Some(path) = &args.save {
+        std::fs::write(path, m.save())
+            .with_context(|| format!("cannot write snapshot '{}'", path.display()))?;
+    }
+    eprintln!("icount={} state_hash={:032x}", m.icount(), m.state_hash());
+    Ok(ExitCode::SUCCESS)
 }

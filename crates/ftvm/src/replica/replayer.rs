@@ -1,0 +1,175 @@
+//! Replay: re-execute a recording from the same initial state with inputs taken only
+//! from the log, checking every output digest and state hash against it.
+
+use super::{config_digest, output_digest};
+use anyhow::{bail, Context, Result};
+use ftvm_log::{Entry, EntryKind, LogError, LogReader};
+use ftvm_machine::{BootConfig, Event, Exit, ICount, Machine, OutputKind};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufReader, Write};
+use std::path::Path;
+
+/// How a replay ended.
+pub enum Replayed {
+    /// The log's end entry was reached and the final state matched.
+    Complete,
+    /// The log ends early (torn tail): replayed up to the last whole entry.
+    Truncated(String),
+    /// Stopped at the requested instruction count.
+    Stopped,
+}
+
+/// A replay in progress.
+pub struct Replayer<W: Write> {
+    /// The machine being replayed.
+    pub machine: Machine,
+    log: LogReader<BufReader<File>>,
+    console: W,
+    /// Output digests logged but not yet produced by the replay.
+    expected: VecDeque<(u64, Vec<u8>)>,
+    /// The last entries read, for divergence reports.
+    recent: VecDeque<String>,
+}
+
+impl<W: Write> Replayer<W> {
+    /// Open a log and build its machine from the embedded configuration; refuses a
+    /// log whose initial state does not match (a different build of the machine).
+    pub fn open(path: &Path, console: W) -> Result<Replayer<W>> {
+        let file =
+            File::open(path).with_context(|| format!("cannot open log '{}'", path.display()))?;
+        let log = LogReader::open(BufReader::new(file))
+            .map_err(|e| anyhow::anyhow!("log '{}': {e}", path.display()))?;
+        let h = log.header();
+        let cfg: BootConfig = postcard::from_bytes(&h.config)
+            .context("the log's machine configuration cannot be decoded")?;
+        let machine = Machine::new(&cfg).context("cannot build the recorded machine")?;
+        h.check(&config_digest(&h.config), machine.state_hash())
+            .map_err(|e| anyhow::anyhow!("log '{}': {e}", path.display()))?;
+        Ok(Replayer {
+            machine,
+            log,
+            console,
+            expected: VecDeque::new(),
+            recent: VecDeque::new(),
+        })
+    }
+
+    /// Replay to the end of the log, or until the instruction count reaches `stop_at`.
+    pub fn replay(&mut self, stop_at: Option<u64>) -> Result<Replayed> {
+        loop {
+            let entry = match self.log.next() {
+                None => bail!("the log has no end entry"),
+                Some(Ok(e)) => e,
+                Some(Err(e @ LogError::Truncated { .. })) => {
+                    // Run as far as the inputs we have allow: up to the last entry.
+                    if let Some(n) = stop_at {
+                        if n > self.machine.icount().0 {
+                            bail!("{e}; cannot reach instruction {n}");
+                        }
+                    }
+                    return Ok(Replayed::Truncated(e.to_string()));
+                }
+                Some(Err(e)) => bail!("{e}"),
+            };
+            self.note(&entry);
+            if let Some(n) = stop_at {
+                if entry.icount > n {
+                    self.run_to(n)?;
+                    return Ok(Replayed::Stopped);
+                }
+            }
+            match entry.kind {
+                EntryKind::Output => self.expected.push_back((entry.icount, entry.payload)),
+                EntryKind::Event => {
+                    self.run_to(entry.icount)?;
+                    let ev: Event = postcard::from_bytes(&entry.payload).with_context(|| {
+                        format!("entry {}: the event cannot be decoded", entry.seq)
+                    })?;
+                    self.machine.inject(&ev);
+                }
+                EntryKind::StateHash => {
+                    self.run_to(entry.icount)?;
+                    self.check_hash(&entry)?;
+                }
+                EntryKind::Progress => self.run_to(entry.icount)?,
+                EntryKind::End => {
+                    self.run_to(entry.icount)?;
+                    self.check_hash(&entry)?;
+                    if let Some((icount, _)) = self.expected.front() {
+                        bail!("divergence: the recording produced an output at instruction {icount} that the replay did not");
+                    }
+                    if let Some(n) = stop_at {
+                        if n > entry.icount {
+                            bail!(
+                                "the recording ends at instruction {}, before {n}",
+                                entry.icount
+                            );
+                        }
+                    }
+                    return Ok(Replayed::Complete);
+                }
+            }
+        }
+    }
+
+    fn note(&mut self, e: &Entry) {
+        if self.recent.len() == 8 {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(format!(
+            "#{} icount {} {:?} ({} bytes)",
+            e.seq,
+            e.icount,
+            e.kind,
+            e.payload.len()
+        ));
+    }
+
+    fn check_hash(&self, e: &Entry) -> Result<()> {
+        let want = e.hash().unwrap_or_default();
+        let got = self.machine.state_hash();
+        if got != want {
+            bail!(
+                "divergence at instruction {}: state hash {got:032x}, recorded {want:032x}; last entries: {}",
+                e.icount,
+                self.recent.iter().cloned().collect::<Vec<_>>().join("; ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Run the machine to exactly `icount`, checking and printing outputs on the way.
+    fn run_to(&mut self, icount: u64) -> Result<()> {
+        loop {
+            let exit = self.machine.run(ICount(icount));
+            for out in self.machine.take_outputs() {
+                let Some((at, digest)) = self.expected.pop_front() else {
+                    bail!("divergence: the replay produced an output at instruction {} that the recording did not", out.icount);
+                };
+                if at != out.icount.0 || digest != output_digest(&out) {
+                    bail!(
+                        "divergence: output at instruction {} differs from the recording's at {at}; last entries: {}",
+                        out.icount,
+                        self.recent.iter().cloned().collect::<Vec<_>>().join("; ")
+                    );
+                }
+                if let OutputKind::Console(bytes) = &out.kind {
+                    self.console.write_all(bytes)?;
+                    self.console.flush()?;
+                }
+            }
+            match exit {
+                Exit::Until => return Ok(()),
+                Exit::Output => {}
+                // Power-off ends the recording; the End entry sits at this count.
+                Exit::PowerOff { .. } if self.machine.icount().0 == icount => return Ok(()),
+                Exit::Idle => bail!(
+                    "divergence: the guest waits for input at instruction {} but the log has none there",
+                    self.machine.icount()
+                ),
+                other => bail!("divergence: the replay stopped with {other:?} at instruction {}", self.machine.icount()),
+            }
+        }
+    }
+}
