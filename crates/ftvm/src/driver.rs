@@ -230,8 +230,28 @@ impl<W: Write> Driver<W> {
     /// Live mode: bring guest time up to host time and deliver network frames.
     /// Returns true if any frame was delivered.
     fn service_live(&mut self) -> Result<bool> {
+        let frames = self.poll_network();
+        self.sync_clock()?;
+        let any = !frames.is_empty();
+        for f in frames {
+            tracing::trace!(len = f.len(), "frame to guest");
+            self.deliver(Event::NetFrame(f))?;
+        }
+        Ok(any)
+    }
+
+    /// Frames the network has for the guest (not yet delivered).
+    fn poll_network(&mut self) -> Vec<Vec<u8>> {
+        match &mut self.backends.net {
+            Some(net) => net.poll(Instant::now()),
+            None => Vec::new(),
+        }
+    }
+
+    /// Live mode: move guest time up to host time (never back).
+    fn sync_clock(&mut self) -> Result<()> {
         let Some(clock) = &self.clock else {
-            return Ok(false);
+            return Ok(());
         };
         let host = clock.ticks();
         let guest = self.machine.mtime();
@@ -240,16 +260,7 @@ impl<W: Write> Driver<W> {
                 ticks: host - guest,
             })?;
         }
-        let mut frames_in = false;
-        if let Some(net) = &mut self.backends.net {
-            let frames = net.poll(Instant::now());
-            frames_in = !frames.is_empty();
-            for f in frames {
-                tracing::trace!(len = f.len(), "frame to guest");
-                self.deliver(Event::NetFrame(f))?;
-            }
-        }
-        Ok(frames_in)
+        Ok(())
     }
 
     /// The guest waits in WFI: move time (virtual) or wait for its timer or for network
@@ -269,10 +280,17 @@ impl<W: Write> Driver<W> {
             .machine
             .idle_ticks()
             .map(|t| clock.instant_at(self.machine.mtime().saturating_add(t)));
+        // A sleeping guest needs no clock updates: time moves (one event) only when
+        // it wakes, for its timer or for traffic. That keeps an idle guest's log small.
         loop {
-            let frames_in = self.service_live()?;
+            let frames = self.poll_network();
             let now = Instant::now();
-            if frames_in || timer_at.is_some_and(|at| now >= at) {
+            if !frames.is_empty() || timer_at.is_some_and(|at| now >= at) {
+                self.sync_clock()?;
+                for f in frames {
+                    tracing::trace!(len = f.len(), "frame to guest");
+                    self.deliver(Event::NetFrame(f))?;
+                }
                 return Ok(());
             }
             let mut wait = MAX_IDLE_SLEEP;
