@@ -45,6 +45,10 @@ pub struct ReplayArgs {
     /// `ftvm run --restore FILE`).
     #[arg(long, value_name = "FILE")]
     pub save: Option<PathBuf>,
+    /// Wait out the recorded pauses (guest time never runs ahead of host time)
+    /// instead of replaying as fast as the machine can.
+    #[arg(long)]
+    pub realtime: bool,
 }
 
 /// Options describing a machine and its boot files.

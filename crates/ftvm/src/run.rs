@@ -184,6 +184,9 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode> {
 /// `ftvm replay`.
 pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
     let mut r = Replayer::open(&args.log, std::io::stdout())?;
+    if args.realtime {
+        r.realtime = Some(std::time::Instant::now());
+    }
     match r.replay(args.stop_at)? {
         Replayed::Complete | Replayed::Stopped => {}
         Replayed::Truncated(why) => eprintln!("ftvm: warning: {why}; replayed up to there"),

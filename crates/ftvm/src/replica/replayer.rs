@@ -30,6 +30,8 @@ pub struct Replayer<W: Write> {
     expected: VecDeque<(u64, Vec<u8>)>,
     /// The last entries read, for divergence reports.
     recent: VecDeque<String>,
+    /// Pace the replay so guest time does not run ahead of host time.
+    pub realtime: Option<std::time::Instant>,
 }
 
 impl<W: Write> Replayer<W> {
@@ -52,6 +54,7 @@ impl<W: Write> Replayer<W> {
             console,
             expected: VecDeque::new(),
             recent: VecDeque::new(),
+            realtime: None,
         })
     }
 
@@ -77,6 +80,14 @@ impl<W: Write> Replayer<W> {
                 if entry.icount > n {
                     self.run_to(n)?;
                     return Ok(Replayed::Stopped);
+                }
+            }
+            if let Some(start) = self.realtime {
+                // Wait out the recorded pauses: guest time (ticks of 100 ns) vs host time.
+                let guest =
+                    std::time::Duration::from_nanos(self.machine.mtime().saturating_mul(100));
+                if let Some(ahead) = guest.checked_sub(start.elapsed()) {
+                    std::thread::sleep(ahead);
                 }
             }
             match entry.kind {
