@@ -52,10 +52,11 @@ fn record_session(log: &Path, n: u64, mode: &str, extra: &[&str]) -> (Vec<u8>, (
         ])
         .args([
             "--append",
-            "console=ttyS0 mode=counter",
+            &format!("console=ttyS0 mode={mode}"),
             "--net",
             "user,hostfwd=tcp:127.0.0.1:0-:7777",
         ])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -283,6 +284,9 @@ fn disk_mode_session_replays_without_the_disk() {
     std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
     let log = dir.join("disk.log");
     let (stdout, state) = record_session(&log, 10, "disk", &["--disk", img.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&stdout).contains("mode: disk"));
+    // The increments reached the disk during the recording.
+    assert!(std::fs::read(&img).unwrap().starts_with(b"FTVMCTR1"));
     std::fs::remove_file(&img).unwrap();
     let r = replay(&log, &[]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
