@@ -137,22 +137,6 @@ impl Client {
     }
 }
 
-/// The Linux guest's kernel and initramfs, built (or taken from the cache) once.
-fn linux_guest() -> (std::path::PathBuf, std::path::PathBuf) {
-    static ONCE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    let out = repo().join("target/guest");
-    ONCE.get_or_init(|| {
-        let ok = Command::new("bash")
-            .arg(repo().join("guest/linux/build.sh"))
-            .env("OUT", &out)
-            .status()
-            .expect("run guest/linux/build.sh")
-            .success();
-        assert!(ok, "building the Linux guest failed");
-    });
-    (out.join("Image"), out.join("initramfs.cpio"))
-}
-
 #[test]
 fn sequential_increments_and_get() {
     let g = Guest::boot("counter", &[]);

@@ -3,26 +3,9 @@
 
 mod common;
 use common::*;
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
-/// The guest's kernel and initramfs, built (or taken from the cache) once.
-fn guest_files() -> &'static (PathBuf, PathBuf) {
-    static FILES: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    FILES.get_or_init(|| {
-        let out = repo().join("target/guest");
-        let status = std::process::Command::new("bash")
-            .arg(repo().join("guest/linux/build.sh"))
-            .env("OUT", &out)
-            .status()
-            .expect("run guest/linux/build.sh");
-        assert!(status.success(), "building the Linux guest failed");
-        (out.join("Image"), out.join("initramfs.cpio"))
-    })
-}
 
 fn boot(extra: &[&str], append: &str) -> std::process::Output {
-    let (k, i) = guest_files();
+    let (k, i) = linux_guest();
     let mut args = vec![
         "run",
         "--kernel",
@@ -85,7 +68,7 @@ fn a_linux_boot_is_deterministic() {
 fn linux_snapshot_mid_boot_resumes_to_the_same_state() {
     let dir = scratch("linux-snap");
     let snap = dir.join("mid.snap");
-    let (k, i) = guest_files();
+    let (k, i) = linux_guest();
     let base = [
         "run",
         "--kernel",

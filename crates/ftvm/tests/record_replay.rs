@@ -7,24 +7,9 @@ use ftvm_log::{EntryKind, LogReader, LogWriter};
 use ftvm_machine::Event;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn guest_files() -> (PathBuf, PathBuf) {
-    static ONCE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    let out = repo().join("target/guest");
-    ONCE.get_or_init(|| {
-        let ok = Command::new("bash")
-            .arg(repo().join("guest/linux/build.sh"))
-            .env("OUT", &out)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "building the Linux guest failed");
-    });
-    (out.join("Image"), out.join("initramfs.cpio"))
-}
 
 /// Record the counter guest while a client makes `n` increments; end with SIGINT.
 /// Returns the recording's stdout and final state line.
@@ -35,7 +20,7 @@ fn record_counter_session(log: &Path, n: u64) -> (Vec<u8>, (u64, String)) {
 /// Record the guest in `mode` (with `extra` options) while a client makes `n`
 /// increments; end with SIGINT.
 fn record_session(log: &Path, n: u64, mode: &str, extra: &[&str]) -> (Vec<u8>, (u64, String)) {
-    let (k, i) = guest_files();
+    let (k, i) = linux_guest();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ftvm"))
         .args([
             "record",

@@ -112,3 +112,20 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// The Linux guest's kernel and initramfs (guest/linux/build.sh; cached under
+/// ~/.cache/ftvm), built once per test binary.
+pub fn linux_guest() -> (PathBuf, PathBuf) {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    let out = repo().join("target/guest");
+    ONCE.get_or_init(|| {
+        let ok = Command::new("bash")
+            .arg(repo().join("guest/linux/build.sh"))
+            .env("OUT", &out)
+            .status()
+            .expect("run guest/linux/build.sh")
+            .success();
+        assert!(ok, "building the Linux guest failed");
+    });
+    (out.join("Image"), out.join("initramfs.cpio"))
+}
