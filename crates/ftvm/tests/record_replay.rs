@@ -278,3 +278,39 @@ fn disk_mode_session_replays_without_the_disk() {
     assert_eq!(r.stdout, stdout);
     assert_eq!(final_state(&r), state);
 }
+
+#[test]
+fn a_log_for_another_machine_is_refused() {
+    let dir = scratch("rr-other");
+    let log = dir.join("counter.log");
+    record_counter_session(&log, 1);
+    let mut reader = LogReader::open(std::fs::File::open(&log).unwrap()).unwrap();
+    let rewrite = |header: &ftvm_log::Header, name: &str| {
+        let mut out = Vec::new();
+        let mut w = LogWriter::new(&mut out, header).unwrap();
+        w.progress(1).unwrap();
+        w.finish(1, 0).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, &out).unwrap();
+        replay(&p, &[])
+    };
+    // The embedded configuration does not match its digest: another configuration.
+    let mut h = reader.header().clone();
+    h.config_digest[0] ^= 1;
+    let r = rewrite(&h, "config.log");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success() && err.contains("configuration"),
+        "{err}"
+    );
+    // The machine this ftvm builds from it starts elsewhere: another machine/kernel.
+    let mut h = reader.header().clone();
+    h.initial_state_digest ^= 1;
+    let r = rewrite(&h, "state.log");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success() && err.contains("initial state"),
+        "{err}"
+    );
+    assert!(reader.next().is_some());
+}
