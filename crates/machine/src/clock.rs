@@ -48,6 +48,11 @@ impl Clock {
         self.base_icount = icount;
     }
 
+    /// True if the clock's fields are consistent (a restored snapshot must be).
+    pub fn is_valid(&self) -> bool {
+        self.insns_per_tick >= 1
+    }
+
     /// Instructions per tick.
     pub fn insns_per_tick(&self) -> u64 {
         self.insns_per_tick

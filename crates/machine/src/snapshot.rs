@@ -154,6 +154,9 @@ impl Machine {
         if st.hart.csr.pmpaddr.len() != 64 {
             return Err(SnapshotError::Decode("bad PMP register count".into()));
         }
+        if !st.clock.is_valid() {
+            return Err(SnapshotError::Decode("bad clock rate".into()));
+        }
         let mut ram = Ram::new(st.ram_size);
         for (i, page) in &st.ram_pages {
             let off = *i as usize * PAGE;
@@ -175,5 +178,78 @@ impl Machine {
         let mut hart = Hart::from_state(st.hart);
         hart.sbi_intercept = st.builtin_sbi;
         Ok(Machine::from_parts(hart, bus, st.builtin_sbi))
+    }
+}
+
+#[cfg(test)]
+mod hostile_tests {
+    use super::*;
+    use crate::boot::{DeviceConfig, DiskConfig};
+    use crate::testutil::{self as enc, Asm};
+    use crate::ICount;
+
+    /// xorshift64: deterministic pseudo-random numbers without a dependency.
+    fn rng(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    /// Recompute the container's CRC, so mutations reach the decoder and the machine.
+    fn reseal(bytes: &mut Vec<u8>) {
+        let n = bytes.len() - 4;
+        let crc = crc32c::crc32c(&bytes[..n]);
+        bytes[n..].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// A snapshot crafted to pass the checksum but carrying hostile state must be
+    /// refused or, if accepted, run without panicking: restore validates what the
+    /// machine relies on (STYLE.md: guest input never panics the host).
+    #[test]
+    fn mutated_snapshots_with_valid_checksums_never_panic() {
+        let mut a = Asm::new();
+        let top = a.label();
+        a.bind(top);
+        a.i(enc::addi(5, 5, 1));
+        a.j(top);
+        let mut cfg = crate::testutil::config(crate::testutil::elf(&a.bytes()));
+        cfg.devices = DeviceConfig {
+            disk: Some(DiskConfig {
+                sectors: 64,
+                read_only: false,
+            }),
+            net: Some([2, 0, 0, 0, 0, 1]),
+            rng: true,
+        };
+        let mut m = Machine::new(&cfg).map_err(|e| e.to_string()).unwrap();
+        m.run(ICount(1000));
+        let good = m.save();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let header = 20;
+        // Mutate everything before the RAM pages (the last field).
+        let meta_len = postcard::to_stdvec(&m.device_state(false)).unwrap().len();
+        let meta_end = header + meta_len;
+        for _ in 0..3000 {
+            let mut bad = good.clone();
+            for _ in 0..1 + rng(&mut seed) % 4 {
+                let at = header + (rng(&mut seed) as usize) % (meta_end - header);
+                bad[at] = rng(&mut seed) as u8;
+            }
+            reseal(&mut bad);
+            let outcome = std::panic::catch_unwind(move || {
+                if let Ok(mut m) = Machine::restore(&bad) {
+                    let until = m.icount().0.saturating_add(2000);
+                    for _ in 0..16 {
+                        if !matches!(m.run(ICount(until)), crate::Exit::Output) {
+                            break;
+                        }
+                        m.take_outputs();
+                    }
+                    m.state_hash();
+                }
+            });
+            assert!(outcome.is_ok(), "a mutated snapshot panicked the host");
+        }
     }
 }
