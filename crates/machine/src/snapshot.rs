@@ -197,7 +197,7 @@ mod hostile_tests {
     }
 
     /// Recompute the container's CRC, so mutations reach the decoder and the machine.
-    fn reseal(bytes: &mut Vec<u8>) {
+    fn reseal(bytes: &mut [u8]) {
         let n = bytes.len() - 4;
         let crc = crc32c::crc32c(&bytes[..n]);
         bytes[n..].copy_from_slice(&crc.to_le_bytes());
