@@ -29,7 +29,9 @@ const MAX_BLOCK: usize = 64;
 struct Block {
     paddr: u64,
     gen: u32,
-    insns: Vec<(Insn, u8)>,
+    /// Shared so the run loop holds a handle (a non-atomic count: the machine is
+    /// single-threaded) while executing.
+    insns: std::rc::Rc<[(Insn, u8)]>,
 }
 
 /// Architectural state of a hart: everything guest-visible, nothing cached.
@@ -139,14 +141,14 @@ impl Hart {
                     continue;
                 }
             };
-            // Take the block out of its slot while it runs: execution never touches
-            // the block cache, and a local slice keeps the loop tight.
-            let Some(block) = self.blocks[slot].take() else {
+            // A cheap handle on the block's instructions: execution never touches the
+            // block cache, and a local slice keeps the loop tight.
+            let Some(insns) = self.blocks[slot].as_ref().map(|b| b.insns.clone()) else {
                 continue;
             };
-            let n = block.insns.len().min((until - self.s.icount) as usize);
+            let n = insns.len().min((until - self.s.icount) as usize);
             let mut pc = self.s.pc;
-            for &(insn, ilen) in &block.insns[..n] {
+            for &(insn, ilen) in &insns[..n] {
                 self.s.icount += 1;
                 match self.execute(bus, insn, pc, ilen as u64) {
                     Ok(next) => pc = next,
@@ -164,7 +166,6 @@ impl Hart {
                 }
             }
             self.s.pc = pc;
-            self.blocks[slot] = Some(block);
         }
     }
 
@@ -189,7 +190,7 @@ impl Hart {
             return Ok(None);
         }
         let gen = bus.ram.cache_code(off);
-        self.blocks[slot] = Some(Block { paddr, gen, insns });
+        self.blocks[slot] = Some(Block { paddr, gen, insns: insns.into() });
         Ok(Some(slot))
     }
 
