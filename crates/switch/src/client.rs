@@ -35,7 +35,9 @@ impl SwitchPort {
         let err = |source| SwitchError::Connect { addr, source };
         let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(err)?;
         stream.set_nodelay(true).map_err(err)?;
-        stream.set_write_timeout(Some(CONNECT_TIMEOUT)).map_err(err)?;
+        stream
+            .set_write_timeout(Some(CONNECT_TIMEOUT))
+            .map_err(err)?;
         stream.write_all(&hello).map_err(err)?;
         stream.set_nonblocking(true).map_err(err)?;
         Ok(SwitchPort {
@@ -63,7 +65,9 @@ impl SwitchPort {
 
     /// Writes queued frames as far as the socket takes them.
     pub fn flush(&mut self) -> Result<(), SwitchError> {
-        self.outbox.flush(&mut self.stream).map_err(SwitchError::Io)?;
+        self.outbox
+            .flush(&mut self.stream)
+            .map_err(SwitchError::Io)?;
         Ok(())
     }
 

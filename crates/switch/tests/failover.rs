@@ -65,7 +65,10 @@ fn hostfwd_round_trips_through_the_switch() {
     assert_eq!(switch.usernet().metrics().connections_accepted, 1);
     let ports = switch.ports();
     assert_eq!(ports.len(), 1);
-    assert_eq!((ports[0].name.as_str(), ports[0].macs.clone()), ("node-a", vec![GUEST_MAC]));
+    assert_eq!(
+        (ports[0].name.as_str(), ports[0].macs.clone()),
+        ("node-a", vec![GUEST_MAC])
+    );
     assert_eq!(get(&switch.metrics().frames_dropped), 0);
 }
 
@@ -126,7 +129,11 @@ fn failover(hang: bool) {
 
     let switch = sw.stop();
     assert_eq!(switch.usernet().metrics().connections_accepted, 1);
-    let live = switch.ports().into_iter().find(|p| p.name == "node-b").unwrap();
+    let live = switch
+        .ports()
+        .into_iter()
+        .find(|p| p.name == "node-b")
+        .unwrap();
     assert_eq!(switch.lookup(&GUEST_MAC), Some(live.id));
     assert_eq!(live.macs, vec![GUEST_MAC]);
     assert_eq!(get(&m.macs_moved), u64::from(hang));
