@@ -1,0 +1,144 @@
+//! The VM side of a switch port: what a VM process's network backend uses in place of an
+//! in-process gateway.
+
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use crate::table::Mac;
+use crate::wire::{self, Decoder, Outbox, MAX_MESSAGE};
+use crate::SwitchError;
+
+/// Bytes a [`SwitchPort`] buffers for a switch that reads slowly.
+pub const PORT_QUEUE_BYTES: usize = 1 << 20;
+/// How long [`SwitchPort::connect`] waits for the switch to answer and take the hello.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection to a [`crate::Switch`], non-blocking after the hello.
+#[derive(Debug)]
+pub struct SwitchPort {
+    stream: TcpStream,
+    decoder: Decoder,
+    outbox: Outbox,
+    inbox: VecDeque<Vec<u8>>,
+    chunk: Vec<u8>,
+    closed: bool,
+    dropped: u64,
+}
+
+impl SwitchPort {
+    /// Connects to the switch at `addr` and introduces the port as `name`
+    /// (printable ASCII, 1..=64 bytes; e.g. the VM node's name).
+    pub fn connect(addr: SocketAddr, name: &str) -> Result<SwitchPort, SwitchError> {
+        let hello = wire::encode_hello(name).map_err(SwitchError::Protocol)?;
+        let err = |source| SwitchError::Connect { addr, source };
+        let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(err)?;
+        stream.set_nodelay(true).map_err(err)?;
+        stream
+            .set_write_timeout(Some(CONNECT_TIMEOUT))
+            .map_err(err)?;
+        stream.write_all(&hello).map_err(err)?;
+        stream.set_nonblocking(true).map_err(err)?;
+        Ok(SwitchPort {
+            stream,
+            decoder: Decoder::default(),
+            outbox: Outbox::new(PORT_QUEUE_BYTES),
+            inbox: VecDeque::new(),
+            chunk: vec![0; 64 * 1024],
+            closed: false,
+            dropped: 0,
+        })
+    }
+
+    /// Sends an Ethernet frame without blocking. `Ok(false)`: dropped and counted, because
+    /// it is empty or over 64 KiB or the queue is full (a NIC drops too; TCP retransmits).
+    pub fn send(&mut self, frame: &[u8]) -> Result<bool, SwitchError> {
+        let fits = (1..=MAX_MESSAGE).contains(&frame.len());
+        let queued = fits && self.outbox.push(wire::encode(frame));
+        if !queued {
+            self.dropped += 1;
+        }
+        self.flush()?;
+        Ok(queued)
+    }
+
+    /// Writes queued frames as far as the socket takes them.
+    pub fn flush(&mut self) -> Result<(), SwitchError> {
+        self.outbox
+            .flush(&mut self.stream)
+            .map_err(SwitchError::Io)?;
+        Ok(())
+    }
+
+    /// The next frame from the switch, if one has arrived; never blocks. Also moves queued
+    /// output along. [`SwitchError::Disconnected`] once the switch is gone and every frame
+    /// it sent was taken.
+    pub fn try_recv(&mut self) -> Result<Option<Vec<u8>>, SwitchError> {
+        if !self.closed {
+            self.flush()?;
+        }
+        if self.inbox.is_empty() && !self.closed {
+            self.fill()?;
+        }
+        match self.inbox.pop_front() {
+            Some(f) => Ok(Some(f)),
+            None if self.closed => Err(SwitchError::Disconnected),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads one chunk from the socket into the inbox (at most 64 KiB of frames).
+    fn fill(&mut self) -> Result<(), SwitchError> {
+        let n = loop {
+            match self.stream.read(&mut self.chunk) {
+                Ok(0) => {
+                    self.closed = true;
+                    return Ok(());
+                }
+                Ok(n) => break n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(SwitchError::Io(e)),
+            }
+        };
+        self.decoder.push(&self.chunk[..n]);
+        while let Some(frame) = self.decoder.next_message().map_err(SwitchError::Protocol)? {
+            self.inbox.push_back(frame);
+        }
+        Ok(())
+    }
+
+    /// Frames dropped by [`SwitchPort::send`].
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Bytes queued for the switch and not yet written.
+    pub fn queued(&self) -> usize {
+        self.outbox.queued()
+    }
+
+    /// Announces that `mac` (with address `ip`) is now behind this port: sends a
+    /// gratuitous ARP, as a backup does when it goes live (DESIGN.md §4).
+    pub fn announce(&mut self, mac: Mac, ip: Ipv4Addr) -> Result<bool, SwitchError> {
+        self.send(&gratuitous_arp(mac, ip))
+    }
+}
+
+/// A gratuitous ARP (an ARP announcement, RFC 5227 §2.3): a broadcast request whose
+/// sender and target address are both `ip`, padded to the 60-byte Ethernet minimum.
+pub fn gratuitous_arp(mac: Mac, ip: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&0x0806u16.to_be_bytes());
+    // Ethernet (1), IPv4 (0x0800), address lengths 6 and 4, request (1) (RFC 826).
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&ip.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&ip.octets());
+    f.resize(60, 0);
+    f
+}

@@ -1,0 +1,359 @@
+//! The switch: VM ports, the learning table, the gateway port, and the event loop.
+
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ftvm_usernet::UserNet;
+
+use crate::metrics::{add, Metrics};
+use crate::port::{Closed, Port};
+use crate::table::{is_group, Learned, Mac, MacTable, PortId, GATEWAY};
+use crate::wire::{self, MAX_MESSAGE};
+use crate::SwitchError;
+
+/// Bytes read from one port per round, so that one busy port cannot starve the others.
+const READ_BUDGET: usize = 256 * 1024;
+/// Length of an Ethernet header: destination, source, type (IEEE 802.3 §3.1.1).
+const ETH_HEADER: usize = 14;
+
+/// Bounds of the switch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Most VM connections at once (with or without hello); more are closed at once.
+    pub max_ports: usize,
+    /// Bytes queued per port for a peer that reads slowly; further frames are dropped.
+    pub port_queue_bytes: usize,
+    /// Most learned MAC addresses; unknown ones beyond are flooded, not learned.
+    pub max_macs: usize,
+    /// A connection that has not sent its hello after this long is closed.
+    pub hello_timeout: Duration,
+    /// Longest sleep of [`Switch::run_until`] between rounds when idle.
+    pub idle_sleep: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_ports: 16,
+            port_queue_bytes: 1 << 20,
+            max_macs: 1024,
+            hello_timeout: Duration::from_secs(5),
+            idle_sleep: Duration::from_millis(1),
+        }
+    }
+}
+
+/// What [`Switch::ports`] tells about a connected VM port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortInfo {
+    /// The port's id.
+    pub id: PortId,
+    /// The name from the hello.
+    pub name: String,
+    /// The VM process's address.
+    pub peer: SocketAddr,
+    /// MAC addresses learned on this port.
+    pub macs: Vec<Mac>,
+    /// Bytes waiting to be written to the VM process.
+    pub queued_bytes: usize,
+    /// Frames dropped because the queue was full.
+    pub dropped: u64,
+}
+
+/// A learning Ethernet switch whose ports are TCP connections from VM processes, with
+/// the user-mode gateway as one more port; see the crate documentation.
+pub struct Switch {
+    listener: TcpListener,
+    usernet: UserNet,
+    gateway_mac: Mac,
+    ports: BTreeMap<PortId, Port>,
+    table: MacTable,
+    next_id: u64,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    chunk: Vec<u8>,
+}
+
+impl std::fmt::Debug for Switch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Switch")
+            .field("addr", &self.listener.local_addr().ok())
+            .field("ports", &self.ports.len())
+            .field("macs", &self.table.count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Switch {
+    /// Listens for VM processes on `addr` and starts the gateway with its host forwards.
+    pub fn bind(addr: SocketAddr, usernet: ftvm_usernet::Config) -> Result<Switch, SwitchError> {
+        Switch::with_limits(addr, usernet, Limits::default())
+    }
+
+    /// Like [`Switch::bind`], with other bounds.
+    pub fn with_limits(
+        addr: SocketAddr,
+        usernet: ftvm_usernet::Config,
+        limits: Limits,
+    ) -> Result<Switch, SwitchError> {
+        let err = |source| SwitchError::Bind { addr, source };
+        let listener = TcpListener::bind(addr).map_err(err)?;
+        listener.set_nonblocking(true).map_err(err)?;
+        let gateway_mac = usernet.gateway_mac;
+        let usernet = UserNet::new(usernet)?;
+        let mut table = MacTable::new(limits.max_macs);
+        table.pin(gateway_mac, GATEWAY);
+        tracing::info!(addr = ?listener.local_addr().ok(), "switch listening");
+        Ok(Switch {
+            listener,
+            usernet,
+            gateway_mac,
+            ports: BTreeMap::new(),
+            table,
+            next_id: GATEWAY.0 + 1,
+            limits,
+            metrics: Arc::default(),
+            chunk: vec![0; 64 * 1024],
+        })
+    }
+
+    /// The address VM processes connect to (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound listener has an address.
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    /// The host addresses of the gateway's forwards, in configuration order.
+    pub fn hostfwd_addrs(&self) -> Vec<SocketAddr> {
+        self.usernet.local_addrs()
+    }
+
+    /// The counters, readable from other threads while the switch runs.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// The gateway.
+    pub fn usernet(&self) -> &UserNet {
+        &self.usernet
+    }
+
+    /// The VM ports that completed their hello, in id order.
+    pub fn ports(&self) -> Vec<PortInfo> {
+        self.ports
+            .iter()
+            .filter_map(|(&id, p)| {
+                Some(PortInfo {
+                    id,
+                    name: p.name.clone()?,
+                    peer: p.peer,
+                    macs: self.table.macs_of(id),
+                    queued_bytes: p.outbox.queued(),
+                    dropped: p.dropped,
+                })
+            })
+            .collect()
+    }
+
+    /// The port frames for `mac` go to, if learned ([`GATEWAY`] for the gateway's MAC).
+    pub fn lookup(&self, mac: &Mac) -> Option<PortId> {
+        self.table.lookup(mac)
+    }
+
+    /// Runs rounds of [`Switch::poll`] until `stop` is set, sleeping between idle rounds.
+    pub fn run_until(&mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            let wait = self.poll(Instant::now()).min(self.limits.idle_sleep);
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+
+    /// One round: accepts VM processes, switches the frames that arrived, runs the
+    /// gateway and writes what the sockets take. Returns how long the switch may wait
+    /// before the next round (zero when it did work).
+    pub fn poll(&mut self, now: Instant) -> Duration {
+        let mut busy = self.accept(now);
+        self.expire_hellos(now);
+        let ids: Vec<PortId> = self.ports.keys().copied().collect();
+        for id in ids {
+            let Some(port) = self.ports.get_mut(&id) else {
+                continue;
+            };
+            let (frames, closed) = port.receive(&mut self.chunk, READ_BUDGET);
+            busy |= !frames.is_empty() || closed.is_some();
+            for f in frames {
+                self.route(id, f);
+            }
+            if let Some(why) = closed {
+                self.remove(id, &why);
+            }
+        }
+        let from_gateway = self.usernet.poll(now);
+        busy |= !from_gateway.is_empty();
+        for f in from_gateway {
+            self.route(GATEWAY, f);
+        }
+        let mut broken = Vec::new();
+        for (&id, port) in &mut self.ports {
+            match port.flush() {
+                Ok(n) => busy |= n > 0,
+                Err(why) => broken.push((id, why)),
+            }
+        }
+        for (id, why) in broken {
+            self.remove(id, &why);
+        }
+        if busy {
+            Duration::ZERO
+        } else {
+            self.usernet.poll_delay(now)
+        }
+    }
+
+    /// Accepts waiting connections; true if there were any.
+    fn accept(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        // Bounded: each round accepts one connection or stops.
+        for _ in 0..=self.limits.max_ports {
+            let (stream, peer) = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    break;
+                }
+            };
+            any = true;
+            if self.ports.len() >= self.limits.max_ports {
+                add(&self.metrics.ports_rejected, 1);
+                tracing::warn!(%peer, "too many ports; closing the connection");
+                continue;
+            }
+            if let Err(e) = stream.set_nonblocking(true) {
+                tracing::warn!(%peer, "cannot make the socket non-blocking: {e}");
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let id = PortId(self.next_id);
+            self.next_id += 1;
+            let port = Port::new(stream, peer, now, self.limits.port_queue_bytes);
+            self.ports.insert(id, port);
+        }
+        any
+    }
+
+    fn expire_hellos(&mut self, now: Instant) {
+        let timeout = self.limits.hello_timeout;
+        let late: Vec<PortId> = self
+            .ports
+            .iter()
+            .filter(|(_, p)| p.name.is_none() && now.duration_since(p.accepted) > timeout)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in late {
+            let why = Closed::Io(ErrorKind::TimedOut.into());
+            self.remove(id, &why);
+        }
+    }
+
+    /// Closes a port and forgets the addresses learned on it.
+    fn remove(&mut self, id: PortId, why: &Closed) {
+        let Some(port) = self.ports.remove(&id) else {
+            return;
+        };
+        let forgotten = self.table.forget_port(id);
+        add(&self.metrics.macs_forgotten, forgotten as u64);
+        add(&self.metrics.ports_closed, 1);
+        if matches!(why, Closed::Protocol(_)) {
+            add(&self.metrics.protocol_errors, 1);
+        }
+        tracing::info!(port = id.0, name = ?port.name, peer = %port.peer, forgotten, "port closed: {why}");
+    }
+
+    /// Switches one frame that arrived on port `from` (IEEE 802.1D §7.7: learn the source,
+    /// forward to the known port of the destination, else flood).
+    fn route(&mut self, from: PortId, frame: Vec<u8>) {
+        let m = Arc::clone(&self.metrics);
+        add(&m.frames_in, 1);
+        if frame.len() < ETH_HEADER || frame.len() > MAX_MESSAGE {
+            add(&m.frames_malformed, 1);
+            return;
+        }
+        let dst: Mac = frame[0..6].try_into().expect("6 bytes");
+        let src: Mac = frame[6..12].try_into().expect("6 bytes");
+        if is_group(&src) {
+            add(&m.frames_malformed, 1);
+            return;
+        }
+        match self.table.learn(src, from) {
+            Learned::Known => {}
+            Learned::New => {
+                add(&m.macs_learned, 1);
+                tracing::debug!(port = from.0, mac = %fmt_mac(&src), "MAC learned");
+            }
+            Learned::Moved(old) => {
+                add(&m.macs_moved, 1);
+                tracing::info!(from = old.0, to = from.0, mac = %fmt_mac(&src), "MAC moved");
+            }
+            Learned::Refused if src == self.gateway_mac => {
+                // A VM port sending as the gateway.
+                add(&m.frames_malformed, 1);
+                return;
+            }
+            Learned::Refused => add(&m.macs_refused, 1),
+        }
+        let known = if is_group(&dst) {
+            None
+        } else {
+            self.table.lookup(&dst)
+        };
+        match known {
+            Some(to) if to == from => add(&m.frames_filtered, 1),
+            Some(to) => self.deliver(to, frame),
+            None => self.flood(from, frame),
+        }
+    }
+
+    fn deliver(&mut self, to: PortId, frame: Vec<u8>) {
+        if to == GATEWAY {
+            add(&self.metrics.frames_out, 1);
+            self.usernet.from_guest(&frame);
+            return;
+        }
+        if let Some(port) = self.ports.get_mut(&to) {
+            let ok = port.offer(wire::encode(&frame));
+            add(&self.metrics.frames_out, u64::from(ok));
+            add(&self.metrics.frames_dropped, u64::from(!ok));
+        }
+    }
+
+    fn flood(&mut self, from: PortId, frame: Vec<u8>) {
+        add(&self.metrics.frames_flooded, 1);
+        let message = wire::encode(&frame);
+        for (&id, port) in &mut self.ports {
+            if id == from || port.name.is_none() {
+                continue;
+            }
+            let ok = port.offer(message.clone());
+            add(&self.metrics.frames_out, u64::from(ok));
+            add(&self.metrics.frames_dropped, u64::from(!ok));
+        }
+        // The gateway takes only broadcasts and frames to its own (pinned) MAC.
+        if from != GATEWAY && frame[0..6] == [0xff; 6] {
+            add(&self.metrics.frames_out, 1);
+            self.usernet.from_guest(&frame);
+        }
+    }
+}
+
+/// Formats a MAC address as `52:54:00:12:34:56`.
+pub fn fmt_mac(mac: &Mac) -> String {
+    let parts: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+    parts.join(":")
+}
