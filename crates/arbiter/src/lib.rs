@@ -47,3 +47,10 @@ pub use error::{ArbiterError, AuthFailure};
 pub use proto::{Reply, Request, MAX_MESSAGE_LEN, MAX_NAME_LEN, PROTOCOL_VERSION};
 pub use server::{Arbiter, ArbiterHandle, ServerConfig};
 pub use state::{Corruption, Outcome, StateError, Winner, STATE_MAGIC, STATE_VERSION};
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_hostile;
+#[cfg(test)]
+mod tests_state;

@@ -226,7 +226,13 @@ impl Shared {
 
     fn serve_conn(&self, stream: TcpStream) {
         let peer = stream.peer_addr().ok();
-        if let Err(e) = self.session(stream) {
+        // The acceptor holds a clone of the socket, so dropping ours would not close it.
+        let closer = stream.try_clone();
+        let result = self.session(stream);
+        if let Ok(c) = closer {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        if let Err(e) = result {
             match e {
                 ArbiterError::Closed => tracing::debug!(?peer, "arbiter: client disconnected"),
                 ArbiterError::TimedOut => tracing::debug!(?peer, "arbiter: connection timed out"),
