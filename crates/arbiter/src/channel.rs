@@ -1,0 +1,197 @@
+//! Mutual authentication with the cluster secret, then MAC'd length-prefixed frames.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::Sha256;
+
+use crate::error::{ArbiterError, AuthFailure};
+use crate::proto::{MAX_MESSAGE_LEN, PROTOCOL_VERSION};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Nonce and MAC length.
+const LEN: usize = 32;
+/// The server's greeting before its nonce: 7 bytes and the protocol version.
+const GREETING: [u8; 8] = *b"FTVMARB\0";
+/// The server's verdict on the client's proof.
+const ACCEPTED: u8 = 1;
+const REFUSED: u8 = 0;
+
+/// Which end of the connection we are; frames are MAC'd with the sender's label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Client,
+    Server,
+}
+
+impl Role {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Role::Client => b"client",
+            Role::Server => b"server",
+        }
+    }
+
+    fn peer(self) -> Role {
+        match self {
+            Role::Client => Role::Server,
+            Role::Server => Role::Client,
+        }
+    }
+}
+
+/// HMAC-SHA256 over the concatenation of `parts`.
+fn mac(key: &[u8], parts: &[&[u8]]) -> HmacSha256 {
+    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+    for p in parts {
+        m.update(p);
+    }
+    m
+}
+
+/// 32 random bytes from the kernel.
+fn nonce() -> Result<[u8; LEN], ArbiterError> {
+    let mut n = [0; LEN];
+    File::open("/dev/urandom")?.read_exact(&mut n)?;
+    Ok(n)
+}
+
+fn greeting() -> [u8; 8] {
+    let mut g = GREETING;
+    g[7] = PROTOCOL_VERSION;
+    g
+}
+
+/// An authenticated connection: every frame is `len: u32 LE | payload | tag`, where
+/// `tag = HMAC(session key, sender label || seq: u64 LE || len || payload)` and `seq`
+/// counts frames per direction, so tampered, replayed or reordered frames are refused.
+pub(crate) struct Channel {
+    stream: TcpStream,
+    role: Role,
+    key: [u8; LEN],
+    sent: u64,
+    received: u64,
+}
+
+impl Channel {
+    fn new(stream: TcpStream, role: Role, secret: &[u8], sn: &[u8], cn: &[u8]) -> Channel {
+        let key = mac(secret, &[b"session", sn, cn])
+            .finalize()
+            .into_bytes()
+            .into();
+        Channel {
+            stream,
+            role,
+            key,
+            sent: 0,
+            received: 0,
+        }
+    }
+
+    /// The client's half of the handshake: read the greeting and server nonce `sn`, send a
+    /// fresh client nonce `cn` and `HMAC(secret, sn || cn || "client")`, then check the
+    /// server's `HMAC(secret, sn || cn || "server")`. Both nonces are in both proofs, so a
+    /// recorded server proof cannot be replayed by an impostor.
+    pub(crate) fn client(mut stream: TcpStream, secret: &[u8]) -> Result<Channel, ArbiterError> {
+        let mut hello = [0; 8 + LEN];
+        stream.read_exact(&mut hello)?;
+        let (g, sn) = hello.split_at(8);
+        if g != greeting() {
+            return Err(ArbiterError::BadGreeting);
+        }
+        let cn = nonce()?;
+        let proof = mac(secret, &[sn, &cn, Role::Client.label()])
+            .finalize()
+            .into_bytes();
+        stream.write_all(&[&cn[..], &proof[..]].concat())?;
+        let mut verdict = [0; 1];
+        stream.read_exact(&mut verdict)?;
+        if verdict[0] != ACCEPTED {
+            return Err(ArbiterError::Unauthenticated(AuthFailure::RefusedByServer));
+        }
+        let mut server_proof = [0; LEN];
+        stream.read_exact(&mut server_proof)?;
+        (mac(secret, &[sn, &cn, Role::Server.label()]).verify_slice(&server_proof))
+            .map_err(|_| ArbiterError::Unauthenticated(AuthFailure::ServerProofInvalid))?;
+        Ok(Channel::new(stream, Role::Client, secret, sn, &cn))
+    }
+
+    /// The server's half: greet with a fresh nonce, check the client's proof (refusing
+    /// with one byte and no proof of our own if it is wrong), then prove ourselves.
+    pub(crate) fn server(mut stream: TcpStream, secret: &[u8]) -> Result<Channel, ArbiterError> {
+        let sn = nonce()?;
+        stream.write_all(&[&greeting()[..], &sn[..]].concat())?;
+        let mut answer = [0; 2 * LEN];
+        stream.read_exact(&mut answer)?;
+        let (cn, proof) = answer.split_at(LEN);
+        if mac(secret, &[&sn, cn, Role::Client.label()])
+            .verify_slice(proof)
+            .is_err()
+        {
+            // Best effort: the client learns why; it gets EOF otherwise.
+            let _ = stream.write_all(&[REFUSED]);
+            return Err(ArbiterError::Unauthenticated(
+                AuthFailure::ClientProofInvalid,
+            ));
+        }
+        let server_proof = mac(secret, &[&sn, cn, Role::Server.label()])
+            .finalize()
+            .into_bytes();
+        stream.write_all(&[&[ACCEPTED][..], &server_proof[..]].concat())?;
+        Ok(Channel::new(stream, Role::Server, secret, &sn, cn))
+    }
+
+    /// The underlying socket (to change its timeouts).
+    pub(crate) fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    fn tag(&self, sender: Role, seq: u64, len: [u8; 4], payload: &[u8]) -> HmacSha256 {
+        mac(
+            &self.key,
+            &[sender.label(), &seq.to_le_bytes(), &len, payload],
+        )
+    }
+
+    /// Sends one message as one frame.
+    pub(crate) fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), ArbiterError> {
+        let payload = postcard::to_stdvec(msg).map_err(ArbiterError::Decode)?;
+        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        if len > MAX_MESSAGE_LEN {
+            return Err(ArbiterError::TooLarge(len));
+        }
+        let len = len.to_le_bytes();
+        let tag = self
+            .tag(self.role, self.sent, len, &payload)
+            .finalize()
+            .into_bytes();
+        self.stream
+            .write_all(&[&len[..], &payload, &tag[..]].concat())?;
+        self.sent += 1;
+        Ok(())
+    }
+
+    /// Receives one frame and decodes its message.
+    pub(crate) fn recv<T: DeserializeOwned>(&mut self) -> Result<T, ArbiterError> {
+        let mut len = [0; 4];
+        self.stream.read_exact(&mut len)?;
+        let n = u32::from_le_bytes(len);
+        if n > MAX_MESSAGE_LEN {
+            return Err(ArbiterError::TooLarge(n));
+        }
+        let mut rest = vec![0; n as usize + LEN];
+        self.stream.read_exact(&mut rest)?;
+        let (payload, tag) = rest.split_at(n as usize);
+        (self
+            .tag(self.role.peer(), self.received, len, payload)
+            .verify_slice(tag))
+        .map_err(|_| ArbiterError::BadMac)?;
+        self.received += 1;
+        postcard::from_bytes(payload).map_err(ArbiterError::Decode)
+    }
+}

@@ -1,0 +1,102 @@
+//! The client side of the arbiter: one authenticated connection, one request at a time.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::channel::Channel;
+use crate::error::ArbiterError;
+use crate::proto::{Reply, Request};
+use crate::server::check_name;
+use crate::state::{Outcome, Winner};
+
+/// Timeout of every socket operation unless the caller picks another.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A connection to an arbiter, mutually authenticated with the cluster secret.
+///
+/// After any transport error the connection is unusable ([`ArbiterError::Broken`]): a
+/// reply may have been lost, so connect again and retry; `test_and_set` is idempotent
+/// for the same node.
+pub struct ArbiterClient {
+    chan: Option<Channel>,
+}
+
+impl ArbiterClient {
+    /// Connects to `addr` (trying each address it resolves to), with `timeout` on the
+    /// connect and on every later read and write, and authenticates both ends.
+    pub fn connect(
+        addr: impl ToSocketAddrs,
+        secret: &[u8],
+        timeout: Duration,
+    ) -> Result<ArbiterClient, ArbiterError> {
+        if secret.is_empty() {
+            return Err(ArbiterError::EmptySecret);
+        }
+        let mut last = None;
+        for a in addr.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&a, timeout) {
+                Ok(stream) => {
+                    stream.set_nodelay(true)?;
+                    stream.set_read_timeout(Some(timeout))?;
+                    stream.set_write_timeout(Some(timeout))?;
+                    let chan = Channel::client(stream, secret)?;
+                    return Ok(ArbiterClient { chan: Some(chan) });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.map_or(ArbiterError::Closed, ArbiterError::from))
+    }
+
+    fn call(&mut self, req: &Request) -> Result<Reply, ArbiterError> {
+        let chan = self.chan.as_mut().ok_or(ArbiterError::Broken)?;
+        let reply = chan.send(req).and_then(|()| chan.recv());
+        if reply.is_err() {
+            self.chan = None;
+        }
+        match reply? {
+            Reply::Refused(why) => Err(ArbiterError::Refused(why)),
+            r => Ok(r),
+        }
+    }
+
+    /// Asks to make `node` the winner of (`vm`, `generation`). `Won` means this node may
+    /// go live; `Lost` names the node that may.
+    pub fn test_and_set(
+        &mut self,
+        vm: &str,
+        generation: u64,
+        node: &str,
+    ) -> Result<Outcome, ArbiterError> {
+        check_name("VM name", vm)?;
+        check_name("node id", node)?;
+        let req = Request::TestAndSet {
+            vm: vm.into(),
+            generation,
+            node: node.into(),
+        };
+        match self.call(&req)? {
+            Reply::TestAndSet(outcome) => Ok(outcome),
+            r => Err(ArbiterError::UnexpectedReply(r)),
+        }
+    }
+
+    /// The winner of (`vm`, `generation`), if any.
+    pub fn query(&mut self, vm: &str, generation: u64) -> Result<Option<Winner>, ArbiterError> {
+        match self.call(&Request::Query {
+            vm: vm.into(),
+            generation,
+        })? {
+            Reply::Winner(w) => Ok(w),
+            r => Err(ArbiterError::UnexpectedReply(r)),
+        }
+    }
+
+    /// The highest generation of `vm` that has a winner.
+    pub fn current(&mut self, vm: &str) -> Result<Option<u64>, ArbiterError> {
+        match self.call(&Request::Current { vm: vm.into() })? {
+            Reply::Current(g) => Ok(g),
+            r => Err(ArbiterError::UnexpectedReply(r)),
+        }
+    }
+}

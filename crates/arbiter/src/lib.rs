@@ -1,0 +1,56 @@
+//! ftvm's embedded arbiter (DESIGN.md §4 "Split brain", §5 "Arbiter"): an atomic
+//! test-and-set per (VM name, generation) that decides which side of an FT pair may go
+//! live, durable across the arbiter's own restarts.
+//!
+//! A side that wants to go live calls [`ArbiterClient::test_and_set`] for its VM's
+//! current generation: the first node wins, and asking again with the same node still
+//! wins (a retry after a lost reply); every other node loses and is told the winner.
+//! After a failover the survivor runs unprotected in generation `g`; once a new backup
+//! joins, the pair moves to `g + 1`.
+//!
+//! # State file (version [`STATE_VERSION`])
+//!
+//! Little-endian: magic [`STATE_MAGIC`] (8 bytes), version (u32), body length (u32),
+//! CRC32C of the preceding 16 bytes and the body (u32), then the body: postcard of the
+//! records `(vm, generation, winner node, set at unix ms)` in strictly increasing
+//! (vm, generation) order. A winner is written to `file.tmp`, fsynced, renamed over
+//! `file` and the directory fsynced before the client is answered; a leftover `.tmp` is
+//! removed at open, and a corrupt file is an error. `file.lock` keeps a second arbiter
+//! off the same state.
+//!
+//! # Protocol (version [`PROTOCOL_VERSION`]), over TCP
+//!
+//! 1. Server: `b"FTVMARB"`, the version byte, a 32-byte nonce `sn` from `/dev/urandom`.
+//! 2. Client: its own 32-byte nonce `cn`, then `HMAC-SHA256(secret, sn || cn || "client")`.
+//! 3. Server: byte 0 and close if that proof is wrong, else byte 1 and
+//!    `HMAC-SHA256(secret, sn || cn || "server")`, which the client checks.
+//! 4. Then requests and replies alternate, each a frame `len: u32 LE | payload | tag`:
+//!    `payload` is a postcard [`Request`] or [`Reply`] of at most [`MAX_MESSAGE_LEN`]
+//!    bytes, and `tag = HMAC-SHA256(key, sender || seq: u64 LE || len || payload)` with
+//!    `key = HMAC-SHA256(secret, "session" || sn || cn)`, `sender` "client" or "server",
+//!    `seq` counting that sender's frames from 0.
+//!
+//! Every socket operation has a timeout; the server runs one thread per connection, up
+//! to [`ServerConfig::max_connections`].
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod channel;
+mod client;
+mod error;
+mod proto;
+mod server;
+mod state;
+
+pub use client::{ArbiterClient, DEFAULT_TIMEOUT};
+pub use error::{ArbiterError, AuthFailure};
+pub use proto::{Reply, Request, MAX_MESSAGE_LEN, MAX_NAME_LEN, PROTOCOL_VERSION};
+pub use server::{Arbiter, ArbiterHandle, ServerConfig};
+pub use state::{Corruption, Outcome, StateError, Winner, STATE_MAGIC, STATE_VERSION};
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_hostile;
+#[cfg(test)]
+mod tests_state;

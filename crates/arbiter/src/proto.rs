@@ -1,0 +1,52 @@
+//! The messages of the arbiter protocol, sent as postcard inside authenticated frames
+//! (see the crate docs for the framing and the handshake).
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{Outcome, Winner};
+
+/// Protocol version, the last byte of the server's greeting.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Largest frame payload accepted in either direction.
+pub const MAX_MESSAGE_LEN: u32 = 64 << 10;
+/// Longest VM name or node id, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// A client's request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Atomically: if (`vm`, `generation`) has no winner, make `node` the winner.
+    TestAndSet {
+        /// VM name.
+        vm: String,
+        /// FT pair generation.
+        generation: u64,
+        /// Node id of the side asking to go live.
+        node: String,
+    },
+    /// Who won (`vm`, `generation`), if anyone.
+    Query {
+        /// VM name.
+        vm: String,
+        /// FT pair generation.
+        generation: u64,
+    },
+    /// The highest generation of `vm` that has a winner.
+    Current {
+        /// VM name.
+        vm: String,
+    },
+}
+
+/// The server's reply to one [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Answer to [`Request::TestAndSet`], given only once it is durable.
+    TestAndSet(Outcome),
+    /// Answer to [`Request::Query`].
+    Winner(Option<Winner>),
+    /// Answer to [`Request::Current`].
+    Current(Option<u64>),
+    /// The request was not served (invalid name, or the state could not be persisted).
+    Refused(String),
+}

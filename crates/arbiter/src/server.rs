@@ -1,0 +1,313 @@
+//! The arbiter: the ledger behind a mutex, and a TCP server with one thread per
+//! authenticated connection.
+
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::channel::Channel;
+use crate::error::ArbiterError;
+use crate::proto::{Reply, Request, MAX_NAME_LEN};
+use crate::state::{Ledger, Outcome, StateFile, Winner};
+
+/// Limits of the TCP server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Timeout of each socket operation during the handshake and of every write.
+    pub io_timeout: Duration,
+    /// How long an authenticated connection may sit idle between requests.
+    pub idle_timeout: Duration,
+    /// Connections served at once; more are closed on accept.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            io_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 64,
+        }
+    }
+}
+
+/// The embedded arbiter of FT pairs (DESIGN.md §4 "Split brain", §5): an atomic
+/// test-and-set per (VM, generation), durable before it answers.
+pub struct Arbiter {
+    ledger: Mutex<Ledger>,
+    file: StateFile,
+    secret: Vec<u8>,
+    config: ServerConfig,
+}
+
+pub(crate) fn check_name(what: &'static str, name: &str) -> Result<(), ArbiterError> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(ArbiterError::InvalidName {
+            what,
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+impl Arbiter {
+    /// Opens (or creates) the state at `state_path` and locks it against other arbiters.
+    /// A corrupt state file is an error, never reset.
+    pub fn open(state_path: impl AsRef<Path>, secret: &[u8]) -> Result<Arbiter, ArbiterError> {
+        Self::with_config(state_path, secret, ServerConfig::default())
+    }
+
+    /// [`Arbiter::open`] with server limits.
+    pub fn with_config(
+        state_path: impl AsRef<Path>,
+        secret: &[u8],
+        config: ServerConfig,
+    ) -> Result<Arbiter, ArbiterError> {
+        if secret.is_empty() {
+            return Err(ArbiterError::EmptySecret);
+        }
+        let (file, ledger) = StateFile::open(state_path.as_ref())?;
+        Ok(Arbiter {
+            ledger: Mutex::new(ledger),
+            file,
+            secret: secret.to_vec(),
+            config,
+        })
+    }
+
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        // A panic while holding the lock leaves the ledger consistent: inserts that
+        // fail to persist are undone before the guard drops.
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// If (`vm`, `generation`) has no winner, records `node` durably and answers
+    /// [`Outcome::Won`]; otherwise `Won` for the recorded node and `Lost` for any other.
+    pub fn test_and_set(
+        &self,
+        vm: &str,
+        generation: u64,
+        node: &str,
+    ) -> Result<Outcome, ArbiterError> {
+        check_name("VM name", vm)?;
+        check_name("node id", node)?;
+        let mut ledger = self.ledger();
+        if let Some(w) = ledger.get(vm, generation) {
+            return Ok(match w.node == node {
+                true => Outcome::Won,
+                false => Outcome::Lost {
+                    winner: w.node.clone(),
+                },
+            });
+        }
+        let set_at_unix_ms =
+            (SystemTime::now().duration_since(UNIX_EPOCH)).map_or(0, |d| d.as_millis() as u64);
+        ledger.insert(
+            vm,
+            generation,
+            Winner {
+                node: node.to_owned(),
+                set_at_unix_ms,
+            },
+        );
+        if let Err(e) = self.file.persist(&ledger) {
+            ledger.remove(vm, generation);
+            return Err(e.into());
+        }
+        tracing::info!(vm, generation, node, "arbiter: winner recorded");
+        Ok(Outcome::Won)
+    }
+
+    /// The winner of (`vm`, `generation`), if any.
+    pub fn query(&self, vm: &str, generation: u64) -> Option<Winner> {
+        self.ledger().get(vm, generation).cloned()
+    }
+
+    /// The highest generation of `vm` that has a winner.
+    pub fn current(&self, vm: &str) -> Option<u64> {
+        self.ledger().current(vm)
+    }
+
+    fn handle(&self, req: Request) -> Reply {
+        let result = match req {
+            Request::TestAndSet {
+                vm,
+                generation,
+                node,
+            } => self
+                .test_and_set(&vm, generation, &node)
+                .map(Reply::TestAndSet),
+            Request::Query { vm, generation } => Ok(Reply::Winner(self.query(&vm, generation))),
+            Request::Current { vm } => Ok(Reply::Current(self.current(&vm))),
+        };
+        result.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "arbiter: request refused");
+            Reply::Refused(e.to_string())
+        })
+    }
+
+    /// Serves `listener` on a new thread until the handle is stopped or dropped.
+    pub fn serve(self, listener: TcpListener) -> std::io::Result<ArbiterHandle> {
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            arbiter: self,
+            stopping: AtomicBool::new(false),
+        });
+        let s = Arc::clone(&shared);
+        let acceptor = (thread::Builder::new().name("arbiter-accept".into()))
+            .spawn(move || s.accept_loop(listener))?;
+        Ok(ArbiterHandle {
+            addr,
+            shared,
+            acceptor: Some(acceptor),
+        })
+    }
+}
+
+struct Shared {
+    arbiter: Arbiter,
+    stopping: AtomicBool,
+}
+
+/// A live connection: a clone of its socket (to shut it down on stop) and its thread.
+struct Conn {
+    stream: TcpStream,
+    thread: JoinHandle<()>,
+}
+
+impl Shared {
+    fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+        let mut conns: Vec<Conn> = Vec::new();
+        for stream in listener.incoming() {
+            if self.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            let stream = match stream {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "arbiter: accept failed");
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            let (done, live): (Vec<_>, Vec<_>) =
+                conns.drain(..).partition(|c| c.thread.is_finished());
+            done.into_iter().for_each(|c| drop(c.thread.join()));
+            conns = live;
+            let peer = stream.peer_addr().ok();
+            if conns.len() >= self.arbiter.config.max_connections {
+                tracing::warn!(?peer, "arbiter: connection limit reached, closing");
+                continue;
+            }
+            match self.spawn_conn(stream) {
+                Ok(c) => conns.push(c),
+                Err(e) => tracing::warn!(?peer, error = %e, "arbiter: cannot serve connection"),
+            }
+        }
+        for c in &conns {
+            let _ = c.stream.shutdown(Shutdown::Both);
+        }
+        conns.into_iter().for_each(|c| drop(c.thread.join()));
+    }
+
+    fn spawn_conn(self: &Arc<Self>, stream: TcpStream) -> std::io::Result<Conn> {
+        let clone = stream.try_clone()?;
+        let s = Arc::clone(self);
+        let thread = (thread::Builder::new().name("arbiter-conn".into()))
+            .spawn(move || s.serve_conn(stream))?;
+        Ok(Conn {
+            stream: clone,
+            thread,
+        })
+    }
+
+    fn serve_conn(&self, stream: TcpStream) {
+        let peer = stream.peer_addr().ok();
+        // The acceptor holds a clone of the socket, so dropping ours would not close it.
+        let closer = stream.try_clone();
+        let result = self.session(stream);
+        if let Ok(c) = closer {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        if let Err(e) = result {
+            match e {
+                ArbiterError::Closed => tracing::debug!(?peer, "arbiter: client disconnected"),
+                ArbiterError::TimedOut => tracing::debug!(?peer, "arbiter: connection timed out"),
+                ArbiterError::Unauthenticated(why) => {
+                    tracing::warn!(?peer, %why, "arbiter: refused unauthenticated client")
+                }
+                e if self.stopping.load(Ordering::SeqCst) => {
+                    tracing::debug!(?peer, error = %e, "arbiter: connection closed on stop")
+                }
+                e => tracing::warn!(?peer, error = %e, "arbiter: connection failed"),
+            }
+        }
+    }
+
+    fn session(&self, stream: TcpStream) -> Result<(), ArbiterError> {
+        let config = &self.arbiter.config;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(config.io_timeout))?;
+        stream.set_write_timeout(Some(config.io_timeout))?;
+        let mut chan = Channel::server(stream, &self.arbiter.secret)?;
+        chan.stream().set_read_timeout(Some(config.idle_timeout))?;
+        while !self.stopping.load(Ordering::SeqCst) {
+            let req: Request = chan.recv()?;
+            chan.send(&self.arbiter.handle(req))?;
+        }
+        Ok(())
+    }
+}
+
+/// A running arbiter server; stops (and joins its threads) on [`ArbiterHandle::stop`]
+/// or drop, which releases the state file's lock.
+pub struct ArbiterHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl ArbiterHandle {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The arbiter being served, for local calls.
+    pub fn arbiter(&self) -> &Arbiter {
+        &self.shared.arbiter
+    }
+
+    /// Stops accepting, closes every connection and waits for all server threads.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let Some(acceptor) = self.acceptor.take() else {
+            return;
+        };
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        // Wake the blocking accept with a connection of our own.
+        let mut wake = self.addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => [127, 0, 0, 1].into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        match TcpStream::connect_timeout(&wake, Duration::from_secs(1)) {
+            Ok(_) => drop(acceptor.join()),
+            Err(e) => tracing::warn!(error = %e, "arbiter: cannot wake the acceptor to stop it"),
+        }
+    }
+}
+
+impl Drop for ArbiterHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
