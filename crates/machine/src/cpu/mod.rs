@@ -190,7 +190,11 @@ impl Hart {
             return Ok(None);
         }
         let gen = bus.ram.cache_code(off);
-        self.blocks[slot] = Some(Block { paddr, gen, insns: insns.into() });
+        self.blocks[slot] = Some(Block {
+            paddr,
+            gen,
+            insns: insns.into(),
+        });
         Ok(Some(slot))
     }
 
