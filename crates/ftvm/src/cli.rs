@@ -19,6 +19,35 @@ pub enum Command {
     Record(RecordArgs),
     /// Re-execute a recording from its log, with inputs taken only from the log.
     Replay(ReplayArgs),
+    /// Run the guest network as a process of its own: a learning switch for VM NICs
+    /// (`ftvm run --net switch=ADDR`) with the user-mode gateway and port forwards.
+    Switch(SwitchArgs),
+    /// Run the arbiter: an atomic, durable test-and-set per VM and generation.
+    Arbiter(ArbiterArgs),
+}
+
+#[derive(Args)]
+pub struct SwitchArgs {
+    /// Where VM processes connect.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7700")]
+    pub listen: std::net::SocketAddr,
+    /// Forward a host TCP port to the guest: `tcp:[HOSTADDR]:HOSTPORT-:GUESTPORT`
+    /// (repeatable).
+    #[arg(long, value_name = "SPEC")]
+    pub hostfwd: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ArbiterArgs {
+    /// Where nodes connect.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7701")]
+    pub listen: std::net::SocketAddr,
+    /// The file that makes decisions durable (fsynced before every answer).
+    #[arg(long, value_name = "FILE")]
+    pub state: PathBuf,
+    /// A file holding the cluster secret both ends must prove they know.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: PathBuf,
 }
 
 #[derive(Args)]
@@ -86,11 +115,12 @@ pub struct DeviceArgs {
     /// stay in memory and the file is never changed).
     #[arg(long, value_name = "PATH[,readonly][,snapshot]")]
     pub disk: Option<String>,
-    /// Network: `none`, or `user[,hostfwd=tcp:[HOSTADDR]:HOSTPORT-:GUESTPORT]...` for
-    /// user-mode networking (guest 10.0.2.15/24, gateway 10.0.2.2). Default: `user`
-    /// for the default guest, `none` otherwise. A network makes the run live: guest
-    /// time follows host time.
-    #[arg(long, value_name = "none|user[,hostfwd=...]")]
+    /// Network: `none`; `user[,hostfwd=tcp:[HOSTADDR]:HOSTPORT-:GUESTPORT]...` for
+    /// user-mode networking inside this process (guest 10.0.2.15/24, gateway
+    /// 10.0.2.2); or `switch=ADDR` to plug the NIC into an `ftvm switch` process.
+    /// Default: `user` for the default guest, `none` otherwise. A network makes the run
+    /// live: guest time follows host time.
+    #[arg(long, value_name = "none|user[,hostfwd=...]|switch=ADDR")]
     pub net: Option<String>,
 }
 

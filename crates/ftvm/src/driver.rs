@@ -29,13 +29,64 @@ const VIRTUAL_SLICE: u64 = 50_000_000;
 /// Longest single sleep while the guest idles.
 const MAX_IDLE_SLEEP: Duration = Duration::from_millis(20);
 
+/// Where the guest's NIC is plugged in.
+pub enum Network {
+    /// User-mode networking inside this process.
+    User(UserNet),
+    /// A port on an `ftvm switch` process (the LAN outside this host).
+    Switch(ftvm_switch::SwitchPort),
+}
+
+impl Network {
+    /// A frame the guest sent.
+    fn from_guest(&mut self, frame: &[u8]) {
+        match self {
+            Network::User(n) => n.from_guest(frame),
+            Network::Switch(p) => {
+                if let Err(e) = p.send(frame) {
+                    tracing::warn!("switch port: {e}");
+                }
+            }
+        }
+    }
+
+    /// Frames for the guest (bounded per call).
+    fn poll(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        match self {
+            Network::User(n) => n.poll(now),
+            Network::Switch(p) => {
+                let mut frames = Vec::new();
+                while frames.len() < 256 {
+                    match p.try_recv() {
+                        Ok(Some(f)) => frames.push(f),
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::warn!("switch port: {e}");
+                            break;
+                        }
+                    }
+                }
+                frames
+            }
+        }
+    }
+
+    /// How long the network may wait before the next poll.
+    fn poll_delay(&mut self, now: Instant) -> Duration {
+        match self {
+            Network::User(n) => n.poll_delay(now),
+            Network::Switch(_) => Duration::from_micros(100),
+        }
+    }
+}
+
 /// The host side of a machine's devices.
 #[derive(Default)]
 pub struct Backends {
     /// The disk image behind virtio-blk.
     pub disk: Option<DiskImage>,
-    /// User-mode networking behind virtio-net (makes the run live).
-    pub net: Option<UserNet>,
+    /// The network behind virtio-net (makes the run live).
+    pub net: Option<Network>,
     /// Host randomness behind virtio-rng.
     pub entropy: Option<HostEntropy>,
 }

@@ -5,6 +5,7 @@ mod driver;
 mod guest;
 mod replica;
 mod run;
+mod services;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -22,6 +23,8 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => run::run(&args, None),
         cli::Command::Record(args) => run::run(&args.run, Some(&args)),
         cli::Command::Replay(args) => run::replay(&args),
+        cli::Command::Switch(args) => services::switch(&args),
+        cli::Command::Arbiter(args) => services::arbiter(&args),
     };
     match result {
         Ok(code) => code,

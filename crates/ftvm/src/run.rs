@@ -1,7 +1,7 @@
 //! `ftvm run`: boot a guest on this host (or resume a saved one) and drive it.
 
 use crate::cli::{DeviceArgs, MachineArgs, RecordArgs, ReplayArgs, RunArgs};
-use crate::driver::{Backends, Driver, End};
+use crate::driver::{Backends, Driver, End, Network};
 use crate::replica::recorder::Recorder;
 use crate::replica::replayer::{Replayed, Replayer};
 use anyhow::{bail, Context, Result};
@@ -72,10 +72,23 @@ pub fn devices(d: &DeviceArgs, default_net: bool) -> Result<(DeviceConfig, Backe
             }
             cfg.net = Some(GUEST_MAC);
             cfg.rng = true;
-            backends.net = Some(un);
+            backends.net = Some(Network::User(un));
             backends.entropy = Some(HostEntropy::open().context("cannot open /dev/urandom")?);
         }
-        _ => bail!("--net must be 'none' or 'user[,hostfwd=...]', not '{net}'"),
+        Some(s) if s.starts_with("switch=") => {
+            let addr: std::net::SocketAddr = s["switch=".len()..]
+                .parse()
+                .with_context(|| format!("--net {net}: expected switch=IP:PORT"))?;
+            let name = format!("ftvm-{}", std::process::id());
+            let port = ftvm_switch::SwitchPort::connect(addr, &name)
+                .with_context(|| format!("cannot connect to the switch at {addr}"))?;
+            eprintln!("ftvm: NIC plugged into the switch at {addr}");
+            cfg.net = Some(GUEST_MAC);
+            cfg.rng = true;
+            backends.net = Some(Network::Switch(port));
+            backends.entropy = Some(HostEntropy::open().context("cannot open /dev/urandom")?);
+        }
+        _ => bail!("--net must be 'none', 'user[,hostfwd=...]' or 'switch=ADDR', not '{net}'"),
     }
     Ok((cfg, backends))
 }

@@ -1,0 +1,72 @@
+//! The FT pair's helper processes: `ftvm switch` (the guest network) and
+//! `ftvm arbiter` (split-brain prevention), DESIGN.md §4–5.
+
+use crate::cli::{ArbiterArgs, SwitchArgs};
+use anyhow::{bail, Context, Result};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Stop flag set by SIGINT/SIGTERM.
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .context("cannot install a signal handler")?;
+    }
+    Ok(stop)
+}
+
+/// `ftvm switch`.
+pub fn switch(args: &SwitchArgs) -> Result<ExitCode> {
+    let forwards = args
+        .hostfwd
+        .iter()
+        .map(|s| ftvm_usernet::parse_hostfwd(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cfg = ftvm_usernet::Config {
+        forwards,
+        host_poll_interval: std::time::Duration::from_micros(100),
+        ..ftvm_usernet::Config::default()
+    };
+    let mut sw = ftvm_switch::Switch::bind(args.listen, cfg)?;
+    eprintln!("ftvm: switch listening for VMs on {}", sw.local_addr());
+    for a in sw.hostfwd_addrs() {
+        eprintln!("ftvm: forwarding host {a} to the guest");
+    }
+    let stop = stop_on_signals()?;
+    sw.run_until(&stop);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ftvm arbiter`.
+pub fn arbiter(args: &ArbiterArgs) -> Result<ExitCode> {
+    let secret = std::fs::read(&args.secret_file).with_context(|| {
+        format!(
+            "cannot read the cluster secret '{}'",
+            args.secret_file.display()
+        )
+    })?;
+    let secret = secret.trim_ascii();
+    if secret.is_empty() {
+        bail!(
+            "the cluster secret in '{}' is empty",
+            args.secret_file.display()
+        );
+    }
+    let arb = ftvm_arbiter::Arbiter::open(&args.state, secret)?;
+    let listener = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let handle = arb.serve(listener)?;
+    eprintln!(
+        "ftvm: arbiter listening on {} (state in {})",
+        handle.local_addr(),
+        args.state.display()
+    );
+    let stop = stop_on_signals()?;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    handle.stop();
+    Ok(ExitCode::SUCCESS)
+}
