@@ -32,14 +32,14 @@ const MAX_IDLE_SLEEP: Duration = Duration::from_millis(20);
 /// Where the guest's NIC is plugged in.
 pub enum Network {
     /// User-mode networking inside this process.
-    User(UserNet),
+    User(Box<UserNet>),
     /// A port on an `ftvm switch` process (the LAN outside this host).
     Switch(ftvm_switch::SwitchPort),
 }
 
 impl Network {
-    /// A frame the guest sent.
-    fn from_guest(&mut self, frame: &[u8]) {
+    /// Carry a frame the guest sent.
+    fn send_guest_frame(&mut self, frame: &[u8]) {
         match self {
             Network::User(n) => n.from_guest(frame),
             Network::Switch(p) => {
@@ -224,7 +224,7 @@ impl<W: Write> Driver<W> {
                 OutputKind::NetFrame(frame) => {
                     tracing::trace!(len = frame.len(), "frame from guest");
                     if let Some(net) = &mut self.backends.net {
-                        net.from_guest(&frame);
+                        net.send_guest_frame(&frame);
                     }
                 }
                 OutputKind::Disk(req) => {

@@ -72,7 +72,7 @@ pub fn devices(d: &DeviceArgs, default_net: bool) -> Result<(DeviceConfig, Backe
             }
             cfg.net = Some(GUEST_MAC);
             cfg.rng = true;
-            backends.net = Some(Network::User(un));
+            backends.net = Some(Network::User(Box::new(un)));
             backends.entropy = Some(HostEntropy::open().context("cannot open /dev/urandom")?);
         }
         Some(s) if s.starts_with("switch=") => {
