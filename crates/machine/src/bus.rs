@@ -62,14 +62,7 @@ impl Bus {
     /// Read `size` bytes from a device register at `paddr`; `None` if nothing is
     /// mapped there (an access fault). RAM is handled by the caller's fast path.
     pub fn mmio_read(&mut self, paddr: u64, size: u8, icount: u64) -> Option<u64> {
-        let v = if let Some(off) = self.ram.offset(paddr, size as u64) {
-            match size {
-                1 => self.ram.read_at::<1>(off),
-                2 => self.ram.read_at::<2>(off),
-                4 => self.ram.read_at::<4>(off),
-                _ => self.ram.read_at::<8>(off),
-            }
-        } else if in_window(paddr, size, UART_BASE, UART_SIZE) {
+        let v = if in_window(paddr, size, UART_BASE, UART_SIZE) {
             self.attention = true;
             self.uart.read(paddr - UART_BASE, size)
         } else if in_window(paddr, size, CLINT_BASE, CLINT_SIZE) {
@@ -96,17 +89,8 @@ impl Bus {
     }
 
     /// Write `size` bytes to a device register at `paddr`; false if nothing is mapped.
+    /// RAM is handled by the caller's fast path.
     pub fn mmio_write(&mut self, paddr: u64, size: u8, value: u64, icount: u64) -> bool {
-        if let Some(off) = self.ram.offset(paddr, size as u64) {
-            let code = match size {
-                1 => self.ram.write_at::<1>(off, value),
-                2 => self.ram.write_at::<2>(off, value),
-                4 => self.ram.write_at::<4>(off, value),
-                _ => self.ram.write_at::<8>(off, value),
-            };
-            self.attention |= code;
-            return true;
-        }
         if in_window(paddr, size, UART_BASE, UART_SIZE) {
             self.uart.write(paddr - UART_BASE, size, value);
         } else if in_window(paddr, size, CLINT_BASE, CLINT_SIZE) {

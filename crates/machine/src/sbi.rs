@@ -68,9 +68,7 @@ pub fn handle(hart: &mut Hart, bus: &mut Bus, console: &mut Vec<u8>) {
             (SUCCESS, 0)
         }
         EXT_RFENCE if fid <= 6 => {
-            if fid == 0 {
-                hart.flush_icache();
-            }
+            // Remote FENCE.I needs nothing: cached code follows every RAM write.
             hart.flush_tlb();
             (SUCCESS, 0)
         }

@@ -128,7 +128,12 @@ impl Hart {
             Rem { rd, rs1, rs2 } => set!(rd, rem(x!(rs1) as i64, x!(rs2) as i64) as u64),
             Remu { rd, rs1, rs2 } => set!(rd, x!(rs1).checked_rem(x!(rs2)).unwrap_or(x!(rs1))),
             Mulw { rd, rs1, rs2 } => set!(rd, sx((x!(rs1) as u32).wrapping_mul(x!(rs2) as u32))),
-            Divw { rd, rs1, rs2 } => set!(rd, div32(x!(rs1) as i32, x!(rs2) as i32) as i64 as u64),
+            // W forms: the 64-bit results of sign-extended operands, truncated, are exactly
+            // the 32-bit ones, overflow (INT32_MIN / -1) and division by zero included.
+            Divw { rd, rs1, rs2 } => set!(
+                rd,
+                sx(div(x!(rs1) as i32 as i64, x!(rs2) as i32 as i64) as u32)
+            ),
             Divuw { rd, rs1, rs2 } => {
                 set!(
                     rd,
@@ -137,7 +142,10 @@ impl Hart {
                         .unwrap_or(u32::MAX))
                 )
             }
-            Remw { rd, rs1, rs2 } => set!(rd, rem32(x!(rs1) as i32, x!(rs2) as i32) as i64 as u64),
+            Remw { rd, rs1, rs2 } => set!(
+                rd,
+                sx(rem(x!(rs1) as i32 as i64, x!(rs2) as i32 as i64) as u32)
+            ),
             Remuw { rd, rs1, rs2 } => {
                 let (a, b) = (x!(rs1) as u32, x!(rs2) as u32);
                 set!(rd, sx(a.checked_rem(b).unwrap_or(a)))
@@ -475,20 +483,6 @@ fn div(a: i64, b: i64) -> i64 {
     }
 }
 fn rem(a: i64, b: i64) -> i64 {
-    if b == 0 {
-        a
-    } else {
-        a.wrapping_rem(b)
-    }
-}
-fn div32(a: i32, b: i32) -> i32 {
-    if b == 0 {
-        -1
-    } else {
-        a.wrapping_div(b)
-    }
-}
-fn rem32(a: i32, b: i32) -> i32 {
     if b == 0 {
         a
     } else {

@@ -108,12 +108,6 @@ impl Hart {
         self.tlb.flush();
     }
 
-    /// Drop cached decoded instructions. Never needed for correctness (the cache
-    /// follows every RAM write); used by SBI remote FENCE.I for symmetry.
-    pub fn flush_icache(&mut self) {
-        self.blocks.iter_mut().for_each(|b| *b = None);
-    }
-
     /// Execute instructions until `icount` reaches `until` or something needs the
     /// machine's attention (an interrupt may have become pending, a device was
     /// touched, WFI). Interrupts are checked by the caller before each batch.

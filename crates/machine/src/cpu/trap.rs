@@ -71,12 +71,6 @@ impl Exception {
     pub fn new(cause: u64, tval: u64) -> Exception {
         Exception { cause, tval }
     }
-
-    /// Illegal instruction; `tval` carries the instruction bits.
-    #[inline]
-    pub fn illegal(bits: u64) -> Exception {
-        Exception::new(cause::ILLEGAL_INSN, bits)
-    }
 }
 
 /// The kind of memory access, for translation and fault causes.
