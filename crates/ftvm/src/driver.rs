@@ -282,13 +282,19 @@ impl<W: Write> Driver<W> {
     /// Returns true if any frame was delivered.
     fn service_live(&mut self) -> Result<bool> {
         let frames = self.poll_network();
-        self.sync_clock()?;
         let any = !frames.is_empty();
+        self.deliver_frames(frames)?;
+        Ok(any)
+    }
+
+    /// Bring guest time up to host time, then deliver `frames` to the guest's NIC.
+    fn deliver_frames(&mut self, frames: Vec<Vec<u8>>) -> Result<()> {
+        self.sync_clock()?;
         for f in frames {
             tracing::trace!(len = f.len(), "frame to guest");
             self.deliver(Event::NetFrame(f))?;
         }
-        Ok(any)
+        Ok(())
     }
 
     /// Frames the network has for the guest (not yet delivered).
@@ -337,12 +343,7 @@ impl<W: Write> Driver<W> {
             let frames = self.poll_network();
             let now = Instant::now();
             if !frames.is_empty() || timer_at.is_some_and(|at| now >= at) {
-                self.sync_clock()?;
-                for f in frames {
-                    tracing::trace!(len = f.len(), "frame to guest");
-                    self.deliver(Event::NetFrame(f))?;
-                }
-                return Ok(());
+                return self.deliver_frames(frames);
             }
             let mut wait = MAX_IDLE_SLEEP;
             if let Some(at) = timer_at {
