@@ -4,7 +4,9 @@
 //! pure function of its initial state and the input events it is given at exact
 //! instruction counts: [`Machine::run`] stops exactly at a requested count,
 //! [`Machine::inject`] delivers an [`Event`], [`Machine::state_hash`] covers every bit
-//! of guest-visible state, and [`Machine::save`]/[`Machine::restore`] move it whole.
+//! of guest-visible state, and [`Machine::save`]/[`Machine::restore`] move it whole
+//! (or, for live transfer, RAM page by page while the source runs, then the rest with
+//! [`Machine::save_without_ram`] and [`Machine::restore_keeping_ram`]).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -28,3 +30,7 @@ pub use boot::{BootConfig, BootError, Firmware};
 pub use machine::{Event, Exit, Machine, Output, OutputKind};
 pub use snapshot::SnapshotError;
 pub use types::{GuestPhysAddr, ICount, PhysRange};
+
+/// Size of a guest RAM page as tracked for state transfer ([`Machine::ram_page`],
+/// [`Machine::take_dirty_pages`]) and snapshots.
+pub const PAGE_SIZE: usize = 4096;
