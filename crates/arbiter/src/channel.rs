@@ -93,57 +93,16 @@ impl Channel {
         }
     }
 
-    /// The client's half of the handshake: read the greeting and server nonce `sn`, send a
-    /// fresh client nonce `cn` and `HMAC(secret, sn || cn || "client")`, then check the
-    /// server's `HMAC(secret, sn || cn || "server")`. Both nonces are in both proofs, so a
-    /// recorded server proof cannot be replayed by an impostor.
+    /// The client's half of the handshake (see [`client_handshake`]).
     pub(crate) fn client(mut stream: TcpStream, secret: &[u8]) -> Result<Channel, ArbiterError> {
-        let mut hello = [0; 8 + LEN];
-        stream.read_exact(&mut hello)?;
-        let (g, sn) = hello.split_at(8);
-        if g != greeting() {
-            return Err(ArbiterError::BadGreeting);
-        }
-        let cn = nonce()?;
-        let proof = mac(secret, &[sn, &cn, Role::Client.label()])
-            .finalize()
-            .into_bytes();
-        stream.write_all(&[&cn[..], &proof[..]].concat())?;
-        let mut verdict = [0; 1];
-        stream.read_exact(&mut verdict)?;
-        if verdict[0] != ACCEPTED {
-            return Err(ArbiterError::Unauthenticated(AuthFailure::RefusedByServer));
-        }
-        let mut server_proof = [0; LEN];
-        stream.read_exact(&mut server_proof)?;
-        (mac(secret, &[sn, &cn, Role::Server.label()]).verify_slice(&server_proof))
-            .map_err(|_| ArbiterError::Unauthenticated(AuthFailure::ServerProofInvalid))?;
-        Ok(Channel::new(stream, Role::Client, secret, sn, &cn))
+        let (sn, cn) = client_handshake(&mut stream, greeting(), secret)?;
+        Ok(Channel::new(stream, Role::Client, secret, &sn, &cn))
     }
 
-    /// The server's half: greet with a fresh nonce, check the client's proof (refusing
-    /// with one byte and no proof of our own if it is wrong), then prove ourselves.
+    /// The server's half (see [`server_handshake`]).
     pub(crate) fn server(mut stream: TcpStream, secret: &[u8]) -> Result<Channel, ArbiterError> {
-        let sn = nonce()?;
-        stream.write_all(&[&greeting()[..], &sn[..]].concat())?;
-        let mut answer = [0; 2 * LEN];
-        stream.read_exact(&mut answer)?;
-        let (cn, proof) = answer.split_at(LEN);
-        if mac(secret, &[&sn, cn, Role::Client.label()])
-            .verify_slice(proof)
-            .is_err()
-        {
-            // Best effort: the client learns why; it gets EOF otherwise.
-            let _ = stream.write_all(&[REFUSED]);
-            return Err(ArbiterError::Unauthenticated(
-                AuthFailure::ClientProofInvalid,
-            ));
-        }
-        let server_proof = mac(secret, &[&sn, cn, Role::Server.label()])
-            .finalize()
-            .into_bytes();
-        stream.write_all(&[&[ACCEPTED][..], &server_proof[..]].concat())?;
-        Ok(Channel::new(stream, Role::Server, secret, &sn, cn))
+        let (sn, cn) = server_handshake(&mut stream, greeting(), secret)?;
+        Ok(Channel::new(stream, Role::Server, secret, &sn, &cn))
     }
 
     /// The underlying socket (to change its timeouts).
@@ -194,4 +153,66 @@ impl Channel {
         self.received += 1;
         postcard::from_bytes(payload).map_err(ArbiterError::Decode)
     }
+}
+
+/// The client's half of the mutual handshake: read the 8-byte `greeting` and the server
+/// nonce `sn`, send a fresh client nonce `cn` and `HMAC(secret, sn || cn || "client")`,
+/// then check the server's `HMAC(secret, sn || cn || "server")`. Both nonces are in
+/// both proofs, so a recorded server proof cannot be replayed by an impostor. Returns
+/// the nonces (a session key may be derived from them).
+pub fn client_handshake(
+    stream: &mut TcpStream,
+    expect_greeting: [u8; 8],
+    secret: &[u8],
+) -> Result<([u8; LEN], [u8; LEN]), ArbiterError> {
+    let mut hello = [0; 8 + LEN];
+    stream.read_exact(&mut hello)?;
+    let (g, sn) = hello.split_at(8);
+    if g != expect_greeting {
+        return Err(ArbiterError::BadGreeting);
+    }
+    let cn = nonce()?;
+    let proof = mac(secret, &[sn, &cn, Role::Client.label()])
+        .finalize()
+        .into_bytes();
+    stream.write_all(&[&cn[..], &proof[..]].concat())?;
+    let mut verdict = [0; 1];
+    stream.read_exact(&mut verdict)?;
+    if verdict[0] != ACCEPTED {
+        return Err(ArbiterError::Unauthenticated(AuthFailure::RefusedByServer));
+    }
+    let mut server_proof = [0; LEN];
+    stream.read_exact(&mut server_proof)?;
+    (mac(secret, &[sn, &cn, Role::Server.label()]).verify_slice(&server_proof))
+        .map_err(|_| ArbiterError::Unauthenticated(AuthFailure::ServerProofInvalid))?;
+    Ok((sn.try_into().expect("32 bytes"), cn))
+}
+
+/// The server's half: greet with `greeting` and a fresh nonce, check the client's proof
+/// (refusing with one byte and no proof of our own if it is wrong), then prove ourselves.
+pub fn server_handshake(
+    stream: &mut TcpStream,
+    greeting: [u8; 8],
+    secret: &[u8],
+) -> Result<([u8; LEN], [u8; LEN]), ArbiterError> {
+    let sn = nonce()?;
+    stream.write_all(&[&greeting[..], &sn[..]].concat())?;
+    let mut answer = [0; 2 * LEN];
+    stream.read_exact(&mut answer)?;
+    let (cn, proof) = answer.split_at(LEN);
+    if mac(secret, &[&sn, cn, Role::Client.label()])
+        .verify_slice(proof)
+        .is_err()
+    {
+        // Best effort: the client learns why; it gets EOF otherwise.
+        let _ = stream.write_all(&[REFUSED]);
+        return Err(ArbiterError::Unauthenticated(
+            AuthFailure::ClientProofInvalid,
+        ));
+    }
+    let server_proof = mac(secret, &[&sn, cn, Role::Server.label()])
+        .finalize()
+        .into_bytes();
+    stream.write_all(&[&[ACCEPTED][..], &server_proof[..]].concat())?;
+    Ok((sn, cn.try_into().expect("32 bytes")))
 }

@@ -30,6 +30,9 @@
 //!    `key = HMAC-SHA256(secret, "session" || sn || cn)`, `sender` "client" or "server",
 //!    `seq` counting that sender's frames from 0.
 //!
+//! Steps 1–3 are [`client_handshake`] and [`server_handshake`], which ftvm's logging
+//! channel reuses with a greeting of its own.
+//!
 //! Every socket operation has a timeout; the server runs one thread per connection, up
 //! to [`ServerConfig::max_connections`].
 #![deny(missing_docs)]
@@ -42,6 +45,7 @@ mod proto;
 mod server;
 mod state;
 
+pub use channel::{client_handshake, server_handshake};
 pub use client::{ArbiterClient, DEFAULT_TIMEOUT};
 pub use error::{ArbiterError, AuthFailure};
 pub use proto::{Reply, Request, MAX_MESSAGE_LEN, MAX_NAME_LEN, PROTOCOL_VERSION};

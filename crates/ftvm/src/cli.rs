@@ -24,6 +24,115 @@ pub enum Command {
     Switch(SwitchArgs),
     /// Run the arbiter: an atomic, durable test-and-set per VM and generation.
     Arbiter(ArbiterArgs),
+    /// Boot a guest as the primary of a fault-tolerant pair: its NIC on an `ftvm
+    /// switch`, every input streamed to a backup, outputs released only once the
+    /// backup holds them.
+    Primary(PrimaryArgs),
+    /// Protect a running primary's guest: receive it by live state transfer, replay its
+    /// log, and take over (after winning the arbiter) if the primary fails.
+    Backup(BackupArgs),
+    /// Show each fault-tolerant VM's state: protected or not, roles, generation,
+    /// backup lag, log bandwidth and outputs waiting.
+    Status(StatusArgs),
+    /// The whole system on this machine: switch, arbiter, primary, backup and a spare;
+    /// a client increments the guest's counter while the primary is killed (SIGKILL).
+    Demo(DemoArgs),
+}
+
+/// Options every node of a pair takes.
+#[derive(Args, Clone)]
+pub struct NodeArgs {
+    /// The VM's name (its key at the arbiter).
+    #[arg(long, value_name = "NAME", default_value = "vm0")]
+    pub vm: String,
+    /// This node's id at the arbiter [default: node-LISTEN].
+    #[arg(long, value_name = "ID")]
+    pub name: Option<String>,
+    /// Where this node accepts a backup when it is the primary [default: primary
+    /// 127.0.0.1:7702, backup 127.0.0.1:7703].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// The arbiter.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7701")]
+    pub arbiter: std::net::SocketAddr,
+    /// A file holding the cluster secret (the logging channel and the arbiter).
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: PathBuf,
+    /// Silence on the logging channel (no entries, no acks) after which the peer is
+    /// presumed dead, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 300)]
+    pub timeout_ms: u64,
+    /// Slow the primary down while the backup lags more than this (milliseconds).
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub max_lag_ms: u64,
+    /// Put the state hash into the log every N instructions (the backup checks it).
+    #[arg(long, value_name = "N", default_value_t = 500_000_000)]
+    pub hash_every: u64,
+    /// Where the node reports its status for `ftvm status` [default: $FTVM_RUN_DIR or
+    /// /tmp/ftvm].
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct PrimaryArgs {
+    #[command(flatten)]
+    pub machine: MachineArgs,
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// The `ftvm switch` the guest's NIC plugs into.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7700")]
+    pub switch: std::net::SocketAddr,
+}
+
+#[derive(Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// The primary's logging-channel address; several (comma-separated) for a spare
+    /// that protects whichever of them is the primary.
+    #[arg(
+        long,
+        value_name = "ADDR[,ADDR...]",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub primary: Vec<std::net::SocketAddr>,
+    /// The switch to plug into when going live [default: the primary's].
+    #[arg(long, value_name = "ADDR")]
+    pub switch: Option<std::net::SocketAddr>,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Where the nodes report [default: $FTVM_RUN_DIR or /tmp/ftvm].
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Seconds of client traffic before the primary is killed.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    pub before: f64,
+    /// Seconds of client traffic after the failover (the new backup joins meanwhile).
+    #[arg(long, value_name = "SECS", default_value_t = 4.0)]
+    pub after: f64,
+    /// Failovers in a row (each kills the current primary once a backup protects it).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub failovers: u32,
+    /// Kill the backup instead of the primary.
+    #[arg(long)]
+    pub kill_backup: bool,
+    /// First of the consecutive local ports the demo uses (switch, arbiter, nodes,
+    /// client forward) [default: free ports].
+    #[arg(long, value_name = "PORT")]
+    pub base_port: Option<u16>,
+    /// Keep the demo's files (logs of each process) in this directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub machine: MachineArgs,
 }
 
 #[derive(Args)]

@@ -1,7 +1,8 @@
 //! The loop that connects a machine to its world: it runs the machine, carries its
 //! outputs out (console, frames, disk requests, entropy requests) and brings inputs in
 //! as events (DESIGN.md §1). Every input passes through [`Driver::deliver`], the one
-//! place a recorder will hook.
+//! place a [`Journal`] (a recording, or the logging channel to a backup) hooks; every
+//! output passes through the journal too, and waits while the Output Rule holds it.
 //!
 //! Time has two modes. **Virtual** (no network): the guest gets no host time at all;
 //! when it idles, guest time jumps to its next timer, so a run is a pure function of
@@ -9,7 +10,7 @@
 //! time by clock events at slice boundaries and idle wake-ups, and an idle guest waits
 //! in real time for its timer or for network traffic.
 
-use crate::replica::recorder::Recorder;
+use crate::replica::{Journal, Release};
 use anyhow::{bail, Context, Result};
 use ftvm_machine::devices::virtio::{BlkError, BlkRequest, BlkRequestKind};
 use ftvm_machine::{Event, Exit, ICount, Machine, OutputKind};
@@ -17,6 +18,7 @@ use ftvm_usernet::UserNet;
 use ftvm_world::disk::DiskImage;
 use ftvm_world::entropy::HostEntropy;
 use ftvm_world::hostclock::HostClock;
+use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,8 +28,14 @@ use std::time::{Duration, Instant};
 const LIVE_SLICE: u64 = 2_000_000;
 /// Instructions per slice in virtual mode, between looks for a stop signal.
 const VIRTUAL_SLICE: u64 = 50_000_000;
+/// Instructions per slice while outputs wait for the backup's acknowledgment.
+const WAITING_SLICE: u64 = 50_000;
 /// Longest single sleep while the guest idles.
 const MAX_IDLE_SLEEP: Duration = Duration::from_millis(20);
+/// Longest sleep while the guest idles with a live journal (heartbeats are due).
+const JOURNAL_IDLE_SLEEP: Duration = Duration::from_millis(2);
+/// Longest sleep while the guest idles and outputs wait for an acknowledgment.
+const WAITING_IDLE_SLEEP: Duration = Duration::from_micros(50);
 
 /// Where the guest's NIC is plugged in.
 pub enum Network {
@@ -112,8 +120,10 @@ pub struct Driver<W: Write> {
     clock: Option<HostClock>,
     /// Device errors already logged.
     device_errors: u64,
-    /// The recording, if this run is being recorded.
-    pub recorder: Option<Recorder>,
+    /// Where inputs and outputs are logged (a recording, or a primary's channel).
+    pub journal: Option<Box<dyn Journal>>,
+    /// Outputs the Output Rule holds: the sequence number whose ack releases them.
+    held: VecDeque<(u64, OutputKind)>,
     /// Set (by a signal handler) to end the run cleanly at the next stop.
     pub stop: Arc<AtomicBool>,
 }
@@ -121,14 +131,19 @@ pub struct Driver<W: Write> {
 impl<W: Write> Driver<W> {
     /// A driver; live time if the network is attached.
     pub fn new(machine: Machine, backends: Backends, console: W) -> Driver<W> {
-        let clock = backends.net.is_some().then(HostClock::start);
+        let mtime = machine.mtime();
+        let clock = backends
+            .net
+            .is_some()
+            .then(|| HostClock::starting_at(mtime));
         Driver {
             machine,
             backends,
             console,
             clock,
             device_errors: 0,
-            recorder: None,
+            journal: None,
+            held: VecDeque::new(),
             stop: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -140,8 +155,8 @@ impl<W: Write> Driver<W> {
 
     /// Deliver an input event to the machine: the input door (logged when recording).
     fn deliver(&mut self, ev: Event) -> Result<()> {
-        if let Some(r) = &mut self.recorder {
-            r.event(self.machine.icount().0, &ev)?;
+        if let Some(j) = &mut self.journal {
+            j.event(self.machine.icount().0, &ev)?;
         }
         self.machine.inject(&ev);
         Ok(())
@@ -152,22 +167,26 @@ impl<W: Write> Driver<W> {
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 self.carry_outputs()?;
+                self.release_held(true);
                 return Ok(End::Interrupted);
             }
+            self.service_journal()?;
             let now = self.machine.icount();
-            let mut end = match self.clock {
-                Some(_) => ICount(until.0.min(now.0.saturating_add(LIVE_SLICE))),
+            let slice = match self.clock {
+                _ if !self.held.is_empty() => WAITING_SLICE,
+                Some(_) => LIVE_SLICE,
                 // Without a network only a signal can arrive: look for one now and then.
-                None => ICount(until.0.min(now.0.saturating_add(VIRTUAL_SLICE))),
+                None => VIRTUAL_SLICE,
             };
-            if let Some(r) = &self.recorder {
-                end = end.min(ICount(r.next_checkpoint()));
+            let mut end = ICount(until.0.min(now.0.saturating_add(slice)));
+            if let Some(j) = &self.journal {
+                end = end.min(ICount(j.next_checkpoint()));
             }
             let exit = self.machine.run(end);
-            if let Some(r) = &mut self.recorder {
+            if let Some(j) = &mut self.journal {
                 let now = self.machine.icount().0;
-                if now == r.next_checkpoint() {
-                    r.checkpoint(now, self.machine.state_hash())?;
+                if now == j.next_checkpoint() {
+                    j.checkpoint(now, self.machine.state_hash())?;
                 }
             }
             match exit {
@@ -179,10 +198,12 @@ impl<W: Write> Driver<W> {
                 Exit::Idle => self.idle()?,
                 Exit::PowerOff { exit_code } => {
                     self.carry_outputs()?;
+                    self.release_held(true);
                     return Ok(End::PowerOff(exit_code));
                 }
                 Exit::Reset => {
                     self.carry_outputs()?;
+                    self.release_held(true);
                     return Ok(End::Reset);
                 }
                 Exit::TrapLoop { cause, pc } => {
@@ -213,20 +234,17 @@ impl<W: Write> Driver<W> {
             self.device_errors = errors;
         }
         for out in self.machine.take_outputs() {
-            if let Some(r) = &mut self.recorder {
-                r.output(&out)?;
-            }
+            let release = match &mut self.journal {
+                Some(j) => j.output(&out)?,
+                None => Release::Now,
+            };
             match out.kind {
-                OutputKind::Console(bytes) => {
-                    self.console.write_all(&bytes)?;
-                    self.console.flush()?;
-                }
-                OutputKind::NetFrame(frame) => {
-                    tracing::trace!(len = frame.len(), "frame from guest");
-                    if let Some(net) = &mut self.backends.net {
-                        net.send_guest_frame(&frame);
-                    }
-                }
+                kind @ (OutputKind::Console(_) | OutputKind::NetFrame(_)) => match release {
+                    // Held outputs leave in order: nothing overtakes a waiting one.
+                    Release::Now if self.held.is_empty() => self.release(kind),
+                    Release::Now => self.held.push_back((0, kind)),
+                    Release::AfterAck(seq) => self.held.push_back((seq, kind)),
+                },
                 OutputKind::Disk(req) => {
                     let ev = self.disk_request(req);
                     self.deliver(ev)?;
@@ -240,6 +258,80 @@ impl<W: Write> Driver<W> {
                     };
                     self.deliver(Event::Entropy { id, bytes })?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Let an output leave for the world.
+    fn release(&mut self, kind: OutputKind) {
+        match kind {
+            OutputKind::Console(bytes) => {
+                // The console is best effort: a closed stdout must not stop the guest.
+                let _ = self.console.write_all(&bytes);
+                let _ = self.console.flush();
+            }
+            OutputKind::NetFrame(frame) => {
+                tracing::trace!(len = frame.len(), "frame from guest");
+                if let Some(net) = &mut self.backends.net {
+                    net.send_guest_frame(&frame);
+                }
+            }
+            _ => unreachable!("only console bytes and frames are held"),
+        }
+    }
+
+    /// Release the held outputs the backup has acknowledged (all of them if `all`).
+    fn release_held(&mut self, all: bool) {
+        let through = match (&self.journal, all) {
+            (Some(j), false) => j.released_through(),
+            _ => u64::MAX,
+        };
+        while self.held.front().is_some_and(|(seq, _)| *seq <= through) {
+            let (_, kind) = self.held.pop_front().expect("front exists");
+            self.release(kind);
+        }
+    }
+
+    /// Give the journal its turn, then release what it acknowledged.
+    fn service_journal(&mut self) -> Result<()> {
+        if let Some(j) = &mut self.journal {
+            j.service(&mut self.machine, self.held.len())?;
+        }
+        self.release_held(false);
+        Ok(())
+    }
+
+    /// The network port on a switch, if that is where the NIC is plugged in.
+    pub fn switch_port(&mut self) -> Option<&mut ftvm_switch::SwitchPort> {
+        match &mut self.backends.net {
+            Some(Network::Switch(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Carry out requests the guest made before this driver took over (a backup going
+    /// live): their answers never reached the log, so this world answers them now.
+    pub fn reissue(&mut self, outputs: Vec<ftvm_machine::Output>) -> Result<()> {
+        for out in outputs {
+            match out.kind {
+                OutputKind::NetFrame(frame) => {
+                    if let Some(net) = &mut self.backends.net {
+                        net.send_guest_frame(&frame);
+                    }
+                }
+                OutputKind::Disk(req) => {
+                    let ev = self.disk_request(req);
+                    self.deliver(ev)?;
+                }
+                OutputKind::EntropyRequest { id, len } => {
+                    let bytes = match &mut self.backends.entropy {
+                        Some(e) => e.bytes(len as usize).context("reading host entropy")?,
+                        None => bail!("the guest waits for entropy but no source is attached"),
+                    };
+                    self.deliver(Event::Entropy { id, bytes })?;
+                }
+                OutputKind::Console(_) => {}
             }
         }
         Ok(())
@@ -340,12 +432,22 @@ impl<W: Write> Driver<W> {
         // A sleeping guest needs no clock updates: time moves (one event) only when
         // it wakes, for its timer or for traffic. That keeps an idle guest's log small.
         loop {
+            if self.journal.is_some() {
+                self.service_journal()?;
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
             let frames = self.poll_network();
             let now = Instant::now();
             if !frames.is_empty() || timer_at.is_some_and(|at| now >= at) {
                 return self.deliver_frames(frames);
             }
-            let mut wait = MAX_IDLE_SLEEP;
+            let mut wait = match &self.journal {
+                _ if !self.held.is_empty() => WAITING_IDLE_SLEEP,
+                Some(j) if j.is_live() => JOURNAL_IDLE_SLEEP,
+                _ => MAX_IDLE_SLEEP,
+            };
             if let Some(at) = timer_at {
                 wait = wait.min(at - now);
             }

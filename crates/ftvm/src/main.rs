@@ -2,6 +2,7 @@
 
 mod cli;
 mod driver;
+mod ft;
 mod guest;
 mod replica;
 mod run;
@@ -25,9 +26,17 @@ fn main() -> ExitCode {
         cli::Command::Replay(args) => run::replay(&args),
         cli::Command::Switch(args) => services::switch(&args),
         cli::Command::Arbiter(args) => services::arbiter(&args),
+        cli::Command::Primary(args) => ft::primary(&args),
+        cli::Command::Backup(args) => ft::backup::backup(&args),
+        cli::Command::Status(args) => ft::status::status(&args),
+        cli::Command::Demo(args) => ft::demo::demo(&args),
     };
     match result {
         Ok(code) => code,
+        Err(e) if e.is::<ft::Halted>() => {
+            eprintln!("ftvm: halted: {e}");
+            ExitCode::from(ft::EXIT_HALTED)
+        }
         Err(e) => {
             eprintln!("ftvm: error: {e:#}");
             ExitCode::from(2)

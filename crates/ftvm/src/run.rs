@@ -148,7 +148,12 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode> {
             bail!("recording a restored machine is not supported yet: record from boot");
         };
         let initial = driver.machine.state_hash();
-        driver.recorder = Some(Recorder::create(&rec.log, cfg, initial, rec.hash_every)?);
+        driver.journal = Some(Box::new(Recorder::create(
+            &rec.log,
+            cfg,
+            initial,
+            rec.hash_every,
+        )?));
     }
     // SIGINT/SIGTERM end the run cleanly at the next stop (the log is completed).
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -160,7 +165,7 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode> {
             End::Stopped | End::Interrupted => break 0,
             End::PowerOff(code) => break code,
             End::Reset => {
-                if driver.recorder.is_some() {
+                if driver.journal.is_some() {
                     bail!("the guest rebooted, which a recording cannot follow yet; the log ends here");
                 }
                 let Some(cfg) = &cfg else {
@@ -176,14 +181,9 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode> {
             }
         }
     };
-    if let Some(rec) = driver.recorder.take() {
+    if let Some(journal) = driver.journal.take() {
         let m = &driver.machine;
-        let bytes = rec.finish(m.icount().0, m.state_hash())?;
-        let path = record.map_or(String::new(), |r| r.log.display().to_string());
-        eprintln!(
-            "ftvm: recorded {} instructions into {path} ({bytes} bytes, boot files included)",
-            m.icount()
-        );
+        eprintln!("ftvm: {}", journal.finish(m.icount().0, m.state_hash())?);
     }
     let m = &driver.machine;
     if let Some(path) = &args.save {
@@ -204,7 +204,7 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         Replayed::Complete | Replayed::Stopped => {}
         Replayed::Truncated(why) => eprintln!("ftvm: warning: {why}; replayed up to there"),
     }
-    let m = &r.machine;
+    let m = &r.replay.machine;
     if let Some(path) = &args.save {
         std::fs::write(path, m.save())
             .with_context(|| format!("cannot write snapshot '{}'", path.display()))?;

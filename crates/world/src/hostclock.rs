@@ -19,6 +19,15 @@ impl HostClock {
         }
     }
 
+    /// A clock that reads `ticks` now (a machine resumed or taken over mid-run keeps
+    /// its guest time and follows host time from here).
+    pub fn starting_at(ticks: u64) -> HostClock {
+        let now = Instant::now();
+        HostClock {
+            start: now.checked_sub(ticks_to_duration(ticks)).unwrap_or(now),
+        }
+    }
+
     /// Ticks elapsed since the start.
     pub fn ticks(&self) -> u64 {
         duration_to_ticks(self.start.elapsed())

@@ -1,19 +1,21 @@
 //! Recording: every input the driver delivers, every output it carries out, and the
 //! state hash at checkpoints go into a log.
 
-use super::{config_digest, encode_config, output_digest};
+use super::{config_digest, encode_config, output_digest, Journal, Release};
 use anyhow::{Context, Result};
 use ftvm_log::{Header, LogWriter};
 use ftvm_machine::{BootConfig, Event, Output};
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::Path;
+use std::path::PathBuf;
 
 /// Writes a recording.
 pub struct Recorder {
     log: LogWriter<BufWriter<File>>,
     every: u64,
     next_checkpoint: u64,
+    path: PathBuf,
 }
 
 impl Recorder {
@@ -36,11 +38,13 @@ impl Recorder {
             log,
             every,
             next_checkpoint: every,
+            path: path.to_path_buf(),
         })
     }
+}
 
-    /// Log an input event delivered at `icount`.
-    pub fn event(&mut self, icount: u64, ev: &Event) -> Result<()> {
+impl Journal for Recorder {
+    fn event(&mut self, icount: u64, ev: &Event) -> Result<()> {
         let payload = postcard::to_stdvec(ev).expect("event encodes");
         self.log
             .event(icount, &payload)
@@ -48,21 +52,18 @@ impl Recorder {
         Ok(())
     }
 
-    /// Log an output (its digest).
-    pub fn output(&mut self, out: &Output) -> Result<()> {
+    fn output(&mut self, out: &Output) -> Result<Release> {
         self.log
             .output(out.icount.0, &output_digest(out))
             .context("writing the log")?;
-        Ok(())
+        Ok(Release::Now)
     }
 
-    /// The next instruction count at which a state hash is due.
-    pub fn next_checkpoint(&self) -> u64 {
+    fn next_checkpoint(&self) -> u64 {
         self.next_checkpoint
     }
 
-    /// Log the state hash at a checkpoint.
-    pub fn checkpoint(&mut self, icount: u64, hash: u128) -> Result<()> {
+    fn checkpoint(&mut self, icount: u64, hash: u128) -> Result<()> {
         self.log
             .state_hash(icount, hash)
             .context("writing the log")?;
@@ -70,15 +71,18 @@ impl Recorder {
         Ok(())
     }
 
-    /// Write the end entry and flush; returns the log's size in bytes.
-    pub fn finish(self, icount: u64, hash: u128) -> Result<u64> {
-        let bytes = self.log.bytes_written();
-        let w = self.log.finish(icount, hash).context("finishing the log")?;
+    fn finish(self: Box<Self>, icount: u64, hash: u128) -> Result<String> {
+        let this = *self;
+        let bytes = this.log.bytes_written();
+        let w = this.log.finish(icount, hash).context("finishing the log")?;
         let file = w
             .into_inner()
             .map_err(|e| e.into_error())
             .context("flushing the log")?;
         file.sync_all().context("syncing the log")?;
-        Ok(bytes)
+        Ok(format!(
+            "recorded {icount} instructions into {} ({bytes} bytes, boot files included)",
+            this.path.display()
+        ))
     }
 }

@@ -1,0 +1,467 @@
+//! `ftvm demo` (issue 5 §9): the whole system on one machine. It starts the switch, the
+//! arbiter, a primary, a backup and a spare (each its own `ftvm` process), runs a client
+//! that keeps incrementing the guest's counter over one TCP connection, kills the
+//! primary with SIGKILL mid-stream, and checks that the backup took over without
+//! losing an acknowledged increment, that the connection lived, and that the spare
+//! became the new backup. Exit status 1 if anything was lost.
+
+use super::status::Status;
+use crate::cli::DemoArgs;
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Node slots: a primary, a backup and a spare; a killed node's slot is refilled by a
+/// fresh spare (a repaired host).
+const SLOTS: [&str; 3] = ["A", "B", "C"];
+
+/// A child process, killed when dropped.
+struct Proc {
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SIGTERM first so nodes can say goodbye; then make sure.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Start `ftvm ARGS`, its stderr copied to `DIR/NAME.log` and its `ftvm:` lines shown
+/// with the name in front; stdout (the guest console, for nodes) to `DIR/NAME.out`.
+fn spawn(dir: &Path, name: &str, args: &[String], t0: Instant) -> Result<Proc> {
+    let exe = std::env::current_exe().context("cannot find the ftvm executable")?;
+    let out = std::fs::File::create(dir.join(format!("{name}.out")))?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {name}"))?;
+    let err = child.stderr.take().expect("piped");
+    let mut log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+    let tag = name.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(|l| l.ok()) {
+            let _ = writeln!(log, "{line}");
+            if let Some(rest) = line.strip_prefix("ftvm: ") {
+                println!("{:>7.3}s [{tag}] {rest}", t0.elapsed().as_secs_f64());
+            }
+        }
+    });
+    Ok(Proc { child })
+}
+
+/// The client: `inc` over one connection, as fast as replies come.
+struct Client {
+    replies: Mutex<Vec<(Instant, u64)>>,
+    error: Mutex<Option<String>>,
+    stop: AtomicBool,
+}
+
+impl Client {
+    fn run(&self, mut conn: TcpStream) {
+        let mut r = BufReader::new(conn.try_clone().expect("clone"));
+        let mut line = String::new();
+        // Bounded: at most a million requests.
+        for _ in 0..1_000_000 {
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            line.clear();
+            let res = conn
+                .write_all(b"inc\n")
+                .and_then(|_| r.read_line(&mut line).map(|_| ()));
+            match res.map(|_| line.trim().parse::<u64>()) {
+                Ok(Ok(v)) => self.replies.lock().unwrap().push((Instant::now(), v)),
+                Ok(Err(_)) => {
+                    *self.error.lock().unwrap() = Some(format!("bad reply {line:?}"));
+                    return;
+                }
+                Err(e) => {
+                    *self.error.lock().unwrap() = Some(format!("the connection broke: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.replies.lock().unwrap().len()
+    }
+}
+
+fn read_status(run: &Path, node: &str) -> Option<Status> {
+    let bytes = std::fs::read(run.join(format!("demo.{node}.json"))).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Wait (bounded) until `f` holds.
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Result<Duration> {
+    let t = Instant::now();
+    while !f() {
+        if t.elapsed() > limit {
+            bail!("timed out after {} s waiting for {what}", limit.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(t.elapsed())
+}
+
+/// `ftvm demo`.
+pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
+    let t0 = Instant::now();
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("ftvm-demo-{}", std::process::id())),
+    };
+    let _ = std::fs::remove_dir_all(dir.join("run"));
+    std::fs::create_dir_all(dir.join("run"))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let run = dir.join("run");
+    let secret = dir.join("secret");
+    let mut key = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+    std::fs::write(
+        &secret,
+        key.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+    )?;
+    let _ = std::fs::remove_file(dir.join("arbiter.state"));
+
+    let port = |i: u16| -> Result<u16> {
+        match args.base_port {
+            Some(b) => Ok(b + i),
+            None => free_port(),
+        }
+    };
+    let (sw, arb, fwd) = (port(0)?, port(1)?, port(2)?);
+    let node_ports = [port(3)?, port(4)?, port(5)?];
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+
+    // The guest's boot files, built once here (the nodes get the paths).
+    let (kernel, initrd) = match &args.machine.kernel {
+        Some(k) => (k.clone(), args.machine.initrd.clone()),
+        None => {
+            let g = crate::guest::default_guest()?;
+            (g.kernel, Some(g.initrd))
+        }
+    };
+    println!(
+        "ftvm demo: switch, arbiter and three node slots on 127.0.0.1; client on port {fwd}; files in {}",
+        dir.display()
+    );
+    let mut procs: Vec<Proc> = Vec::new();
+    procs.push(spawn(
+        &dir,
+        "switch",
+        &[
+            "switch".into(),
+            "--listen".into(),
+            addr(sw),
+            "--hostfwd".into(),
+            format!("tcp:127.0.0.1:{fwd}-:7777"),
+        ],
+        t0,
+    )?);
+    procs.push(spawn(
+        &dir,
+        "arbiter",
+        &[
+            "arbiter".into(),
+            "--listen".into(),
+            addr(arb),
+            "--state".into(),
+            dir.join("arbiter.state").display().to_string(),
+            "--secret-file".into(),
+            secret.display().to_string(),
+        ],
+        t0,
+    )?);
+    let common = |slot: usize| -> Vec<String> {
+        vec![
+            "--vm".into(),
+            "demo".into(),
+            "--name".into(),
+            SLOTS[slot].into(),
+            "--listen".into(),
+            addr(node_ports[slot]),
+            "--arbiter".into(),
+            addr(arb),
+            "--secret-file".into(),
+            secret.display().to_string(),
+            "--run-dir".into(),
+            run.display().to_string(),
+        ]
+    };
+    let mut primary_args = vec![
+        "primary".to_string(),
+        "--kernel".into(),
+        kernel.display().to_string(),
+    ];
+    if let Some(i) = &initrd {
+        primary_args.extend(["--initrd".into(), i.display().to_string()]);
+    }
+    primary_args.extend(["--memory".into(), args.machine.memory.to_string()]);
+    primary_args.extend(["--switch".into(), addr(sw)]);
+    primary_args.extend(common(0));
+    std::thread::sleep(Duration::from_millis(200));
+    let mut nodes: Vec<Option<Proc>> = vec![Some(spawn(&dir, "A", &primary_args, t0)?), None, None];
+    let spare = |slot: usize, nodes: &mut Vec<Option<Proc>>| -> Result<()> {
+        let others: Vec<String> = (0..3)
+            .filter(|&s| s != slot)
+            .map(|s| addr(node_ports[s]))
+            .collect();
+        let mut a = vec!["backup".to_string(), "--primary".into(), others.join(",")];
+        a.extend(common(slot));
+        nodes[slot] = Some(spawn(&dir, SLOTS[slot], &a, t0)?);
+        Ok(())
+    };
+
+    // The counter service answers once the guest has booted.
+    let fwd_addr: SocketAddr = addr(fwd).parse()?;
+    let conn = {
+        let t = Instant::now();
+        loop {
+            let c =
+                TcpStream::connect_timeout(&fwd_addr, Duration::from_secs(1)).and_then(|mut c| {
+                    c.set_read_timeout(Some(Duration::from_secs(2)))?;
+                    c.write_all(b"get\n")?;
+                    let mut l = String::new();
+                    BufReader::new(c.try_clone()?).read_line(&mut l)?;
+                    l.trim()
+                        .parse::<u64>()
+                        .map_err(|_| std::io::Error::other("bad reply"))?;
+                    Ok(c)
+                });
+            if let Ok(c) = c {
+                break c;
+            }
+            if t.elapsed() > Duration::from_secs(120) {
+                bail!(
+                    "the guest's counter service did not answer within 120 s (see {}/A.log)",
+                    dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    println!(
+        "{:>7.3}s [demo] the guest's counter service answers",
+        t0.elapsed().as_secs_f64()
+    );
+    spare(1, &mut nodes)?;
+    // Slot `p` is the primary, protected by a backup other than `not`.
+    let protected_by_other = |p: usize, not: &str| {
+        read_status(&run, SLOTS[p])
+            .is_some_and(|s| s.role == "primary" && s.state == "protected" && s.peer != not)
+    };
+    let protected = |p: usize| protected_by_other(p, "");
+    let took = wait_for("the first backup", Duration::from_secs(60), || protected(0))?;
+    println!(
+        "{:>7.3}s [demo] VM demo is protected ({} ms to create the backup)",
+        t0.elapsed().as_secs_f64(),
+        took.as_millis()
+    );
+    spare(2, &mut nodes)?;
+
+    conn.set_nodelay(true)?;
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let client = Arc::new(Client {
+        replies: Mutex::new(Vec::new()),
+        error: Mutex::new(None),
+        stop: AtomicBool::new(false),
+    });
+    let c = client.clone();
+    let client_thread = std::thread::spawn(move || c.run(conn));
+    println!(
+        "{:>7.3}s [demo] client: incrementing the counter over one TCP connection",
+        t0.elapsed().as_secs_f64()
+    );
+
+    let mut primary = 0usize;
+    let mut kills: Vec<(Instant, usize)> = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    for round in 0..args.failovers.max(1) {
+        std::thread::sleep(Duration::from_secs_f64(args.before.max(0.1)));
+        let victim = if args.kill_backup {
+            let peer = read_status(&run, SLOTS[primary])
+                .map(|s| s.peer)
+                .unwrap_or_default();
+            SLOTS
+                .iter()
+                .position(|s| *s == peer)
+                .unwrap_or((primary + 1) % 3)
+        } else {
+            primary
+        };
+        let n = client.count();
+        let mut p = nodes[victim].take().context("the victim is not running")?;
+        p.child.kill().context("cannot kill")?;
+        let killed = Instant::now();
+        let _ = p.child.wait();
+        std::mem::forget(p);
+        kills.push((killed, n));
+        println!(
+            "{:>7.3}s [demo] killed {} ({}) with SIGKILL after {n} replies",
+            t0.elapsed().as_secs_f64(),
+            SLOTS[victim],
+            if args.kill_backup {
+                "the backup"
+            } else {
+                "the primary"
+            }
+        );
+        // The survivor goes live (or keeps going) and the spare becomes its backup.
+        let survivor = if args.kill_backup {
+            primary
+        } else {
+            let t = Instant::now();
+            loop {
+                if let Some(s) = (0..3).find(|&s| {
+                    s != victim
+                        && read_status(&run, SLOTS[s]).is_some_and(|st| {
+                            st.role == "primary"
+                                && st.state != "stopped"
+                                && st.state != "halted"
+                                && nodes[s].is_some()
+                        })
+                }) {
+                    break s;
+                }
+                if t.elapsed() > Duration::from_secs(30) {
+                    bail!("no node went live within 30 s of the kill");
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        primary = survivor;
+        let outcome = wait_for("a new backup", Duration::from_secs(60), || {
+            protected_by_other(survivor, SLOTS[victim])
+        });
+        // The killed node's host is repaired: it comes back as a spare.
+        spare(victim, &mut nodes)?;
+        match outcome {
+            Ok(_) => println!(
+                "{:>7.3}s [demo] round {}: {} is the primary and protected again ({} ms after the kill)",
+                t0.elapsed().as_secs_f64(),
+                round + 1,
+                SLOTS[survivor],
+                killed.elapsed().as_millis()
+            ),
+            Err(e) => failures.push(format!("round {}: {e}", round + 1)),
+        }
+    }
+    std::thread::sleep(Duration::from_secs_f64(args.after.max(0.1)));
+    client.stop.store(true, Ordering::Relaxed);
+    let _ = client_thread.join();
+
+    // The verdict.
+    let replies = client.replies.lock().unwrap().clone();
+    if let Some(e) = client.error.lock().unwrap().clone() {
+        failures.push(format!("client: {e}"));
+    }
+    let mut lost = 0u64;
+    let mut backwards = 0u64;
+    for w in replies.windows(2) {
+        if w[1].1 <= w[0].1 {
+            backwards += 1;
+        } else if w[1].1 != w[0].1 + 1 {
+            lost += w[1].1 - w[0].1 - 1;
+        }
+    }
+    if lost > 0 {
+        failures.push(format!("{lost} increments lost"));
+    }
+    if backwards > 0 {
+        failures.push(format!("the counter went backwards {backwards} times"));
+    }
+    let mut failover_ms = Vec::new();
+    for (killed, n) in &kills {
+        match replies.get(*n) {
+            Some((t, _)) => {
+                failover_ms.push(t.saturating_duration_since(*killed).as_secs_f64() * 1e3)
+            }
+            None => failures.push("no reply after the kill".into()),
+        }
+    }
+    // A fresh connection sees the last acknowledged value.
+    let last = replies.last().map(|r| r.1).unwrap_or(0);
+    let check = TcpStream::connect_timeout(&fwd_addr, Duration::from_secs(2)).and_then(|mut c| {
+        c.set_read_timeout(Some(Duration::from_secs(5)))?;
+        c.write_all(b"get\n")?;
+        let mut l = String::new();
+        BufReader::new(c).read_line(&mut l)?;
+        Ok(l.trim().parse::<u64>().unwrap_or(u64::MAX))
+    });
+    match check {
+        Ok(v) if v == last => {}
+        Ok(v) => failures.push(format!(
+            "a new connection reads {v}, the client's last reply was {last}"
+        )),
+        Err(e) => failures.push(format!("a new connection failed: {e}")),
+    }
+    println!();
+    let _ = super::status::status(&crate::cli::StatusArgs {
+        run_dir: Some(run.clone()),
+    });
+    // Stop everything at once (SIGTERM), so no node outlives its peers for long.
+    for p in nodes.iter().flatten().chain(procs.iter()) {
+        let _ = Command::new("kill").arg(p.child.id().to_string()).status();
+    }
+    drop(nodes);
+    drop(procs);
+    println!();
+    println!("summary");
+    println!("  requests answered       {}", replies.len());
+    println!(
+        "  counter                 {} -> {last}",
+        replies.first().map(|r| r.1).unwrap_or(0)
+    );
+    println!("  failovers               {}", kills.len());
+    println!(
+        "  kill -> next reply      {}",
+        failover_ms
+            .iter()
+            .map(|m| format!("{m:.0} ms"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("  increments lost         {lost}");
+    println!("  counter went backwards  {backwards} times");
+    println!(
+        "  connection              {}",
+        if client.error.lock().unwrap().is_none() {
+            "survived"
+        } else {
+            "broke"
+        }
+    );
+    if failures.is_empty() {
+        println!("  verdict                 OK: nothing acknowledged was lost");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("  verdict                 FAILED: {}", failures.join("; "));
+        Ok(ExitCode::from(1))
+    }
+}

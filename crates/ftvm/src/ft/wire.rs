@@ -1,0 +1,207 @@
+//! The logging channel's wire format (DESIGN.md §4). After the mutual handshake
+//! (greeting [`GREETING`], see `ftvm_arbiter::server_handshake`):
+//!
+//! 1. backup → primary: `Hello`;
+//! 2. primary → backup: `Busy` (and close) or `Offer`, then `Pages` messages (the
+//!    iterative pre-copy of guest RAM), then `Final` (CPU and device state);
+//! 3. then primary → backup is a log stream exactly as `ftvm record` writes it (header,
+//!    then entries) and backup → primary is a stream of 16-byte acks: the highest
+//!    sequence number received and the instruction count the backup has executed to,
+//!    both u64 LE.
+//!
+//! Messages in steps 1–2 are framed as `len: u32 LE | tag: u8 | payload` with `len`
+//! counting the tag and the payload.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+
+/// The primary's greeting: 7 bytes and the protocol version.
+pub const GREETING: [u8; 8] = *b"FTVMLOG\x01";
+/// Largest message accepted (an offer embeds the kernel and initramfs).
+const MAX_MESSAGE: u32 = 512 << 20;
+/// Bytes in one acknowledgment.
+pub const ACK_LEN: usize = 16;
+
+/// Message tags.
+const HELLO: u8 = 1;
+const OFFER: u8 = 2;
+const BUSY: u8 = 3;
+const PAGES: u8 = 4;
+const FINAL: u8 = 5;
+
+/// A backup introduces itself.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Hello {
+    /// The VM it wants to protect.
+    pub vm: String,
+    /// Its node id (as the arbiter will know it).
+    pub node: String,
+}
+
+/// A primary offers its guest.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Offer {
+    /// The VM.
+    pub vm: String,
+    /// The generation the new pair will be.
+    pub generation: u64,
+    /// The primary's node id.
+    pub primary: String,
+    /// The encoded boot configuration (the machine the backup builds).
+    pub config: Vec<u8>,
+    /// The switch the guest's NIC is plugged into.
+    pub switch: String,
+}
+
+/// A message of the transfer phase.
+pub enum Message {
+    /// See [`Hello`].
+    Hello(Hello),
+    /// See [`Offer`].
+    Offer(Offer),
+    /// The primary refuses (it has a backup, runs another VM, or lacks the arbiter).
+    Busy(String),
+    /// Guest RAM pages: (page index, contents; `None` for a page of zeros).
+    Pages(Vec<(u32, Option<Vec<u8>>)>),
+    /// The machine without RAM (`Machine::save_without_ram`); the log follows.
+    Final(Vec<u8>),
+}
+
+fn frame(w: &mut impl Write, tag: u8, payload: &[u8]) -> Result<()> {
+    let len = u32::try_from(payload.len() + 1).context("message too large")?;
+    w.write_all(&len.to_le_bytes())?;
+    w.write_all(&[tag])?;
+    w.write_all(payload)?;
+    Ok(())
+}
+
+/// Write one message.
+pub fn send(w: &mut impl Write, m: &Message) -> Result<()> {
+    match m {
+        Message::Hello(h) => frame(w, HELLO, &postcard::to_stdvec(h)?),
+        Message::Offer(o) => frame(w, OFFER, &postcard::to_stdvec(o)?),
+        Message::Busy(why) => frame(w, BUSY, why.as_bytes()),
+        Message::Pages(pages) => {
+            let mut p = Vec::with_capacity(4 + pages.len() * 8);
+            p.extend_from_slice(&(pages.len() as u32).to_le_bytes());
+            for (index, data) in pages {
+                p.extend_from_slice(&index.to_le_bytes());
+                match data {
+                    None => p.push(0),
+                    Some(d) => {
+                        p.push(1);
+                        p.extend_from_slice(d);
+                    }
+                }
+            }
+            frame(w, PAGES, &p)
+        }
+        Message::Final(state) => frame(w, FINAL, state),
+    }
+}
+
+/// Read one message.
+pub fn recv(r: &mut impl Read, page_size: usize) -> Result<Message> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len);
+    if len == 0 || len > MAX_MESSAGE {
+        bail!("a message of {len} bytes is out of bounds");
+    }
+    let mut body = Vec::new();
+    r.take(u64::from(len)).read_to_end(&mut body)?;
+    if body.len() != len as usize {
+        bail!("the connection closed inside a message");
+    }
+    let payload = &body[1..];
+    Ok(match body[0] {
+        HELLO => Message::Hello(postcard::from_bytes(payload).context("malformed hello")?),
+        OFFER => Message::Offer(postcard::from_bytes(payload).context("malformed offer")?),
+        BUSY => Message::Busy(String::from_utf8_lossy(payload).into_owned()),
+        PAGES => Message::Pages(decode_pages(payload, page_size)?),
+        FINAL => Message::Final(payload.to_vec()),
+        t => bail!("unknown message tag {t}"),
+    })
+}
+
+fn decode_pages(mut p: &[u8], page_size: usize) -> Result<Vec<(u32, Option<Vec<u8>>)>> {
+    fn take<'a>(p: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
+        if p.len() < n {
+            bail!("malformed pages message");
+        }
+        let (a, b) = p.split_at(n);
+        *p = b;
+        Ok(a)
+    }
+    let count = u32::from_le_bytes(take(&mut p, 4)?.try_into()?);
+    let mut pages = Vec::with_capacity((count as usize).min(1 << 16));
+    for _ in 0..count {
+        let index = u32::from_le_bytes(take(&mut p, 4)?.try_into()?);
+        let data = match take(&mut p, 1)?[0] {
+            0 => None,
+            1 => Some(take(&mut p, page_size)?.to_vec()),
+            k => bail!("malformed pages message (page kind {k})"),
+        };
+        pages.push((index, data));
+    }
+    if !p.is_empty() {
+        bail!("malformed pages message (trailing bytes)");
+    }
+    Ok(pages)
+}
+
+/// An acknowledgment: the highest sequence number received, and the instruction count
+/// executed to.
+pub fn encode_ack(seq: u64, icount: u64) -> [u8; ACK_LEN] {
+    let mut a = [0u8; ACK_LEN];
+    a[..8].copy_from_slice(&seq.to_le_bytes());
+    a[8..].copy_from_slice(&icount.to_le_bytes());
+    a
+}
+
+/// See [`encode_ack`].
+pub fn decode_ack(a: &[u8; ACK_LEN]) -> (u64, u64) {
+    (
+        u64::from_le_bytes(a[..8].try_into().expect("8 bytes")),
+        u64::from_le_bytes(a[8..].try_into().expect("8 bytes")),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let mut buf = Vec::new();
+        let page = vec![7u8; 16];
+        send(
+            &mut buf,
+            &Message::Pages(vec![(3, None), (9, Some(page.clone()))]),
+        )
+        .unwrap();
+        send(&mut buf, &Message::Busy("has a backup".into())).unwrap();
+        let mut r = &buf[..];
+        match recv(&mut r, 16).unwrap() {
+            Message::Pages(p) => assert_eq!(p, vec![(3, None), (9, Some(page))]),
+            _ => panic!("wrong message"),
+        }
+        assert!(matches!(recv(&mut r, 16).unwrap(), Message::Busy(s) if s == "has a backup"));
+        assert!(recv(&mut r, 16).is_err());
+    }
+
+    #[test]
+    fn hostile_messages_are_refused() {
+        for bad in [
+            &[0u8, 0, 0, 0][..],
+            &[0xff, 0xff, 0xff, 0xff, PAGES],
+            &[2, 0, 0, 0, 99, 0],
+            &[6, 0, 0, 0, PAGES, 1, 0, 0, 0, 0],
+            &[10, 0, 0, 0, PAGES, 1, 0, 0, 0, 5, 0, 0, 0, 9],
+        ] {
+            assert!(recv(&mut &bad[..], 16).is_err(), "{bad:?}");
+        }
+        assert_eq!(decode_ack(&encode_ack(5, 1 << 40)), (5, 1 << 40));
+    }
+}
