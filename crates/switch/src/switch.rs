@@ -1,6 +1,6 @@
 //! The switch: VM ports, the learning table, the gateway port, and the event loop.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,7 +76,22 @@ pub struct Switch {
     limits: Limits,
     metrics: Arc<Metrics>,
     chunk: Vec<u8>,
+    /// Frames for addresses whose port closed, kept a moment for the port that claims
+    /// the address next: a VM's backup going live announces the guest's MAC a few
+    /// milliseconds after its primary died, and a frame lost in between would cost the
+    /// sender a retransmission timeout (a second for the gateway's TCP).
+    orphans: BTreeMap<Mac, Orphan>,
 }
+
+/// Frames held for an address whose port closed.
+struct Orphan {
+    since: Instant,
+    frames: VecDeque<Vec<u8>>,
+}
+
+/// How long frames for an orphaned address are held, and how many.
+const ORPHAN_HOLD: Duration = Duration::from_secs(1);
+const ORPHAN_FRAMES: usize = 256;
 
 impl std::fmt::Debug for Switch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -118,6 +133,7 @@ impl Switch {
             limits,
             metrics: Arc::default(),
             chunk: vec![0; 64 * 1024],
+            orphans: BTreeMap::new(),
         })
     }
 
@@ -180,6 +196,8 @@ impl Switch {
     pub fn poll(&mut self, now: Instant) -> Duration {
         let mut busy = self.accept(now);
         self.expire_hellos(now);
+        self.orphans
+            .retain(|_, o| now.duration_since(o.since) < ORPHAN_HOLD);
         let ids: Vec<PortId> = self.ports.keys().copied().collect();
         for id in ids {
             let Some(port) = self.ports.get_mut(&id) else {
@@ -264,9 +282,20 @@ impl Switch {
 
     /// Closes a port and forgets the addresses learned on it.
     fn remove(&mut self, id: PortId, why: &Closed) {
-        let Some(port) = self.ports.remove(&id) else {
+        let Some(mut port) = self.ports.remove(&id) else {
             return;
         };
+        // Frames the port never got are held for whichever port claims its addresses.
+        let unsent = port.outbox.take_unsent();
+        let now = Instant::now();
+        for mac in self.table.macs_of(id) {
+            let frames = unsent
+                .iter()
+                .filter(|m| m.len() > wire::HEADER && m[wire::HEADER..wire::HEADER + 6] == mac)
+                .map(|m| m[wire::HEADER..].to_vec())
+                .collect();
+            self.orphans.insert(mac, Orphan { since: now, frames });
+        }
         let forgotten = self.table.forget_port(id);
         add(&self.metrics.macs_forgotten, forgotten as u64);
         add(&self.metrics.ports_closed, 1);
@@ -296,6 +325,12 @@ impl Switch {
             Learned::New => {
                 add(&m.macs_learned, 1);
                 tracing::debug!(port = from.0, mac = %fmt_mac(&src), "MAC learned");
+                if let Some(o) = self.orphans.remove(&src) {
+                    tracing::info!(port = from.0, mac = %fmt_mac(&src), held = o.frames.len(), "MAC claimed again: delivering held frames");
+                    for f in o.frames {
+                        self.deliver(from, f);
+                    }
+                }
             }
             Learned::Moved(old) => {
                 add(&m.macs_moved, 1);
@@ -316,7 +351,14 @@ impl Switch {
         match known {
             Some(to) if to == from => add(&m.frames_filtered, 1),
             Some(to) => self.deliver(to, frame),
-            None => self.flood(from, frame),
+            None => {
+                if let Some(o) = self.orphans.get_mut(&dst) {
+                    if o.frames.len() < ORPHAN_FRAMES {
+                        o.frames.push_back(frame.clone());
+                    }
+                }
+                self.flood(from, frame)
+            }
         }
     }
 

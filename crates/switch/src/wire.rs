@@ -137,6 +137,13 @@ impl Outbox {
         true
     }
 
+    /// Take the messages not yet written in full (a partly written one included).
+    pub fn take_unsent(&mut self) -> Vec<Vec<u8>> {
+        self.bytes = 0;
+        self.written = 0;
+        self.queue.drain(..).collect()
+    }
+
     /// Bytes queued and not yet written.
     pub fn queued(&self) -> usize {
         self.bytes - self.written

@@ -232,3 +232,29 @@ fn protocol_violations_close_the_connection() {
     poll_until(&mut sw, "EOF", |_| closed(&mut extra));
     assert_eq!(sw.ports().len(), 3);
 }
+
+#[test]
+fn frames_for_a_vanished_mac_reach_the_port_that_claims_it_next() {
+    let mut sw = common::switch(&[], Limits::default());
+    let mut p = connect(&mut sw, &["primary", "peer"]);
+    p[0].send(&frame(BCAST, GUEST_MAC, b"primary")).unwrap();
+    recv(&mut sw, &mut p[1]);
+    // The primary dies; a frame for the guest arrives before the backup goes live.
+    drop(p.remove(0));
+    poll_until(&mut sw, "the primary to leave", |sw| sw.ports().len() == 1);
+    let f = frame(GUEST_MAC, MC, b"sent during the failover");
+    p[0].send(&f).unwrap();
+    for _ in 0..50 {
+        sw.poll(Instant::now());
+    }
+    // The backup announces the MAC and gets the frame it missed.
+    let mut backup = SwitchPort::connect(sw.local_addr(), "backup").unwrap();
+    poll_until(&mut sw, "the backup's hello", |sw| sw.ports().len() == 2);
+    backup.announce(GUEST_MAC, [10, 0, 2, 15].into()).unwrap();
+    assert_eq!(recv(&mut sw, &mut backup), f);
+    // Only once: a later claim gets nothing more.
+    for _ in 0..50 {
+        sw.poll(Instant::now());
+    }
+    assert_eq!(backup.try_recv().unwrap(), None);
+}

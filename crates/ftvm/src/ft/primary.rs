@@ -172,7 +172,7 @@ impl Primary {
             "ftvm: {}: backup {} connected; transferring the guest ({} MiB of RAM) for generation {}",
             self.node.name,
             c.hello.node,
-            machine.ram_pages() as u64 * ftvm_machine::PAGE_SIZE as u64 >> 20,
+            (machine.ram_pages() as u64 * ftvm_machine::PAGE_SIZE as u64) >> 20,
             c.generation
         );
         match Sender::start(c.stream, c.hello.node.clone(), offer, machine) {
