@@ -81,6 +81,10 @@ pub struct Switch {
     /// milliseconds after its primary died, and a frame lost in between would cost the
     /// sender a retransmission timeout (a second for the gateway's TCP).
     orphans: BTreeMap<Mac, Orphan>,
+    /// The frames delivered to each VM address in the last [`RECENT`]: when its port
+    /// dies they may be sitting unread in the dead process's socket, so the port that
+    /// claims the address next gets them again (TCP and ARP shrug off duplicates).
+    recent: BTreeMap<Mac, VecDeque<(Instant, Vec<u8>)>>,
 }
 
 /// Frames held for an address whose port closed.
@@ -92,6 +96,8 @@ struct Orphan {
 /// How long frames for an orphaned address are held, and how many.
 const ORPHAN_HOLD: Duration = Duration::from_secs(1);
 const ORPHAN_FRAMES: usize = 256;
+/// How far back frames delivered to a VM address are kept for a re-delivery.
+const RECENT: Duration = Duration::from_millis(100);
 
 impl std::fmt::Debug for Switch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -134,6 +140,7 @@ impl Switch {
             metrics: Arc::default(),
             chunk: vec![0; 64 * 1024],
             orphans: BTreeMap::new(),
+            recent: BTreeMap::new(),
         })
     }
 
@@ -285,15 +292,35 @@ impl Switch {
         let Some(mut port) = self.ports.remove(&id) else {
             return;
         };
-        // Frames the port never got are held for whichever port claims its addresses.
-        let unsent = port.outbox.take_unsent();
+        // Frames the port may never have read are held for whichever port claims its
+        // addresses next: the recent ones (written to the socket, perhaps unread) and
+        // those still queued here.
+        let mut unsent: Vec<Vec<u8>> = port
+            .outbox
+            .take_unsent()
+            .into_iter()
+            .filter(|m| m.len() > wire::HEADER)
+            .map(|m| m[wire::HEADER..].to_vec())
+            .collect();
         let now = Instant::now();
         for mac in self.table.macs_of(id) {
-            let frames = unsent
-                .iter()
-                .filter(|m| m.len() > wire::HEADER && m[wire::HEADER..wire::HEADER + 6] == mac)
-                .map(|m| m[wire::HEADER..].to_vec())
+            let mut frames: VecDeque<Vec<u8>> = self
+                .recent
+                .remove(&mac)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(t, _)| now.duration_since(*t) < RECENT)
+                .map(|(_, f)| f)
                 .collect();
+            // Queued frames are in `recent` too, unless older than the window.
+            for f in unsent.extract_if(.., |f| f[0..6] == mac) {
+                if !frames.contains(&f) {
+                    frames.push_back(f);
+                }
+            }
+            while frames.len() > ORPHAN_FRAMES {
+                frames.pop_front();
+            }
             self.orphans.insert(mac, Orphan { since: now, frames });
         }
         let forgotten = self.table.forget_port(id);
@@ -350,7 +377,12 @@ impl Switch {
         };
         match known {
             Some(to) if to == from => add(&m.frames_filtered, 1),
-            Some(to) => self.deliver(to, frame),
+            Some(to) => {
+                if to != GATEWAY {
+                    self.remember(dst, &frame);
+                }
+                self.deliver(to, frame)
+            }
             None => {
                 if let Some(o) = self.orphans.get_mut(&dst) {
                     if o.frames.len() < ORPHAN_FRAMES {
@@ -360,6 +392,19 @@ impl Switch {
                 self.flood(from, frame)
             }
         }
+    }
+
+    /// Keep a copy of a frame for a VM address (see `recent`).
+    fn remember(&mut self, dst: Mac, frame: &[u8]) {
+        let now = Instant::now();
+        let q = self.recent.entry(dst).or_default();
+        while q
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) >= RECENT || q.len() >= ORPHAN_FRAMES)
+        {
+            q.pop_front();
+        }
+        q.push_back((now, frame.to_vec()));
     }
 
     fn deliver(&mut self, to: PortId, frame: Vec<u8>) {

@@ -239,6 +239,12 @@ fn frames_for_a_vanished_mac_reach_the_port_that_claims_it_next() {
     let mut p = connect(&mut sw, &["primary", "peer"]);
     p[0].send(&frame(BCAST, GUEST_MAC, b"primary")).unwrap();
     recv(&mut sw, &mut p[1]);
+    // A frame reaches the primary's socket, but the primary dies before reading it.
+    let unread = frame(GUEST_MAC, MC, b"written, never read");
+    p[1].send(&unread).unwrap();
+    for _ in 0..50 {
+        sw.poll(Instant::now());
+    }
     // The primary dies; a frame for the guest arrives before the backup goes live.
     drop(p.remove(0));
     poll_until(&mut sw, "the primary to leave", |sw| sw.ports().len() == 1);
@@ -251,6 +257,7 @@ fn frames_for_a_vanished_mac_reach_the_port_that_claims_it_next() {
     let mut backup = SwitchPort::connect(sw.local_addr(), "backup").unwrap();
     poll_until(&mut sw, "the backup's hello", |sw| sw.ports().len() == 2);
     backup.announce(GUEST_MAC, [10, 0, 2, 15].into()).unwrap();
+    assert_eq!(recv(&mut sw, &mut backup), unread);
     assert_eq!(recv(&mut sw, &mut backup), f);
     // Only once: a later claim gets nothing more.
     for _ in 0..50 {
