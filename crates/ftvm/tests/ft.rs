@@ -231,6 +231,13 @@ impl Cluster {
         self.spawn(name, &a);
     }
 
+    /// What `ftvm status` prints.
+    fn ftvm_status(&self) -> String {
+        let out = ftvm(&["status", "--run-dir", self.run.to_str().unwrap()]);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn status(&self, name: &str) -> String {
         std::fs::read_to_string(self.run.join(format!("t.{name}.json"))).unwrap_or_default()
     }
@@ -390,11 +397,16 @@ fn without_the_arbiter_nobody_goes_live_until_it_returns() {
     let _one = serial();
     let mut c = Cluster::new("ft-noarbiter");
     c.pair(free_port(), free_port());
+    let shown = c.ftvm_status();
+    assert!(shown.contains("VM t: protected, generation 1"), "{shown}");
+    assert!(shown.contains(" P ") || shown.contains("P  "), "{shown}");
     let before = c.counter("inc").unwrap();
     c.kill("arbiter");
     c.kill("P");
     c.wait_state("B", "backup", "failing over", Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(2));
+    let shown = c.ftvm_status();
+    assert!(shown.contains("VM t: failing over"), "{shown}");
     // Still waiting: not live, the counter unreachable.
     assert_eq!(c.state("B"), ("backup".into(), "failing over".into()));
     assert!(

@@ -263,6 +263,7 @@ impl Primary {
             generation: self.generation,
             icount: machine.icount().0,
             outputs_waiting: waiting,
+            throttled: self.throttled,
             ..Status::default()
         };
         if let State::Protected(l) = &mut self.state {

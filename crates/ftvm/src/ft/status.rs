@@ -40,6 +40,8 @@ pub struct Status {
     pub log_bytes_per_s: f64,
     /// Outputs held by the Output Rule.
     pub outputs_waiting: usize,
+    /// Times the primary slowed the guest down for a lagging backup.
+    pub throttled: u64,
     /// When this report was written (ms since the Unix epoch).
     pub updated_unix_ms: u64,
 }

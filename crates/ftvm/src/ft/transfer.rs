@@ -101,7 +101,12 @@ impl Sender {
         let dirty = machine.take_dirty_pages();
         if dirty.len() > STOP_COPY_PAGES && self.round + 1 < MAX_ROUNDS {
             self.round += 1;
-            tracing::info!(round = self.round, pages = dirty.len(), "pre-copy round");
+            eprintln!(
+                "ftvm: pre-copy to {}: round {} resends {} pages dirtied meanwhile",
+                self.backup,
+                self.round + 1,
+                dirty.len()
+            );
             self.todo = dirty;
             self.pos = 0;
             return Ok(None);
