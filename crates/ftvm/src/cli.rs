@@ -83,6 +83,11 @@ pub struct PrimaryArgs {
     /// The `ftvm switch` the guest's NIC plugs into.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7700")]
     pub switch: std::net::SocketAddr,
+    /// A raw disk image for virtio-blk, `PATH[,readonly]`, on storage the backup's host
+    /// sees at the same path (a shared disk: only the live side writes it, and a write
+    /// leaves only once the backup holds its log entry).
+    #[arg(long, value_name = "PATH[,readonly]")]
+    pub disk: Option<String>,
 }
 
 #[derive(Args)]
@@ -101,6 +106,9 @@ pub struct BackupArgs {
     /// The switch to plug into when going live [default: the primary's].
     #[arg(long, value_name = "ADDR")]
     pub switch: Option<std::net::SocketAddr>,
+    /// Where this host sees the pair's shared disk [default: the primary's path].
+    #[arg(long, value_name = "PATH")]
+    pub disk: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]

@@ -167,7 +167,7 @@ impl<W: Write> Driver<W> {
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 self.carry_outputs()?;
-                self.release_held(true);
+                self.release_held(true)?;
                 return Ok(End::Interrupted);
             }
             self.service_journal()?;
@@ -198,12 +198,12 @@ impl<W: Write> Driver<W> {
                 Exit::Idle => self.idle()?,
                 Exit::PowerOff { exit_code } => {
                     self.carry_outputs()?;
-                    self.release_held(true);
+                    self.release_held(true)?;
                     return Ok(End::PowerOff(exit_code));
                 }
                 Exit::Reset => {
                     self.carry_outputs()?;
-                    self.release_held(true);
+                    self.release_held(true)?;
                     return Ok(End::Reset);
                 }
                 Exit::TrapLoop { cause, pc } => {
@@ -239,16 +239,6 @@ impl<W: Write> Driver<W> {
                 None => Release::Now,
             };
             match out.kind {
-                kind @ (OutputKind::Console(_) | OutputKind::NetFrame(_)) => match release {
-                    // Held outputs leave in order: nothing overtakes a waiting one.
-                    Release::Now if self.held.is_empty() => self.release(kind),
-                    Release::Now => self.held.push_back((0, kind)),
-                    Release::AfterAck(seq) => self.held.push_back((seq, kind)),
-                },
-                OutputKind::Disk(req) => {
-                    let ev = self.disk_request(req);
-                    self.deliver(ev)?;
-                }
                 OutputKind::EntropyRequest { id, len } => {
                     let bytes = match &mut self.backends.entropy {
                         Some(e) => e.bytes(len as usize).context("reading host entropy")?,
@@ -258,13 +248,21 @@ impl<W: Write> Driver<W> {
                     };
                     self.deliver(Event::Entropy { id, bytes })?;
                 }
+                // Console bytes, frames and disk requests reach the world; held outputs
+                // leave in order: nothing overtakes a waiting one.
+                kind => match release {
+                    Release::Now if self.held.is_empty() => self.release(kind)?,
+                    Release::Now => self.held.push_back((0, kind)),
+                    Release::AfterAck(seq) => self.held.push_back((seq, kind)),
+                },
             }
         }
         Ok(())
     }
 
-    /// Let an output leave for the world.
-    fn release(&mut self, kind: OutputKind) {
+    /// Let an output leave for the world (a disk request is carried out and its
+    /// completion delivered).
+    fn release(&mut self, kind: OutputKind) -> Result<()> {
         match kind {
             OutputKind::Console(bytes) => {
                 // The console is best effort: a closed stdout must not stop the guest.
@@ -277,20 +275,28 @@ impl<W: Write> Driver<W> {
                     net.send_guest_frame(&frame);
                 }
             }
-            _ => unreachable!("only console bytes and frames are held"),
+            OutputKind::Disk(req) => {
+                let ev = self.disk_request(req);
+                self.deliver(ev)?;
+            }
+            OutputKind::EntropyRequest { .. } => {
+                unreachable!("entropy requests are answered at once")
+            }
         }
+        Ok(())
     }
 
     /// Release the held outputs the backup has acknowledged (all of them if `all`).
-    fn release_held(&mut self, all: bool) {
+    fn release_held(&mut self, all: bool) -> Result<()> {
         let through = match (&self.journal, all) {
             (Some(j), false) => j.released_through(),
             _ => u64::MAX,
         };
         while self.held.front().is_some_and(|(seq, _)| *seq <= through) {
             let (_, kind) = self.held.pop_front().expect("front exists");
-            self.release(kind);
+            self.release(kind)?;
         }
+        Ok(())
     }
 
     /// Give the journal its turn, then release what it acknowledged.
@@ -298,8 +304,7 @@ impl<W: Write> Driver<W> {
         if let Some(j) = &mut self.journal {
             j.service(&mut self.machine, self.held.len())?;
         }
-        self.release_held(false);
-        Ok(())
+        self.release_held(false)
     }
 
     /// The network port on a switch, if that is where the NIC is plugged in.

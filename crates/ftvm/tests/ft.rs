@@ -203,6 +203,10 @@ impl Cluster {
     }
 
     fn primary(&mut self, name: &str, listen: u16) {
+        self.primary_with(name, listen, &[]);
+    }
+
+    fn primary_with(&mut self, name: &str, listen: u16, extra: &[&str]) {
         let (k, i) = linux_guest();
         let mut a: Vec<String> = [
             "primary",
@@ -212,6 +216,7 @@ impl Cluster {
             i.to_str().unwrap(),
         ]
         .iter()
+        .chain(extra)
         .map(|s| s.to_string())
         .collect();
         a.extend(["--switch".into(), format!("127.0.0.1:{}", self.sw)]);
@@ -510,4 +515,63 @@ fn cutting_the_logging_channel_leaves_exactly_one_side_live() {
     let winner = if p_code.is_none() { "P" } else { "B" };
     c.wait_state(winner, "primary", "unprotected", Duration::from_secs(10));
     assert_eq!(c.counter("inc").unwrap(), before + 1, "{}", c.logs());
+}
+
+#[test]
+fn a_shared_disk_keeps_every_acknowledged_increment_across_a_failover() {
+    let _one = serial();
+    let mut c = Cluster::new("ft-disk");
+    let img = c.dir.join("counter.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let (p, b) = (free_port(), free_port());
+    c.primary_with(
+        "P",
+        p,
+        &[
+            "--append",
+            "console=ttyS0 mode=disk",
+            "--disk",
+            img.to_str().unwrap(),
+        ],
+    );
+    c.wait_counter();
+    let secret = c.secret.clone();
+    c.backup("B", b, p, &secret);
+    c.wait_state("P", "primary", "protected", Duration::from_secs(60));
+    // Every inc is written to the disk (pwrite + fdatasync) before its reply leaves.
+    let mut conn = TcpStream::connect(("127.0.0.1", c.fwd)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut r = BufReader::new(conn.try_clone().unwrap());
+    let mut last = 0;
+    for _ in 0..40 {
+        conn.write_all(b"inc\n").unwrap();
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        let v: u64 = l.trim().parse().unwrap();
+        assert!(last == 0 || v == last + 1, "{last} then {v}");
+        last = v;
+    }
+    c.kill("P");
+    c.wait_state("B", "primary", "unprotected", Duration::from_secs(20));
+    // The same connection continues on the backup, from the value on the disk.
+    conn.write_all(b"inc\n").unwrap();
+    let mut l = String::new();
+    r.read_line(&mut l).unwrap();
+    assert_eq!(l.trim().parse::<u64>().unwrap(), last + 1, "{}", c.logs());
+    // Stop the new primary; the image holds the last value (magic, value).
+    let pid = c.child("B").id().to_string();
+    Command::new("kill").arg(&pid).status().unwrap();
+    assert_eq!(
+        c.exit_code("B", Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        c.logs()
+    );
+    let disk = std::fs::read(&img).unwrap();
+    assert_eq!(&disk[..8], b"FTVMCTR1");
+    assert_eq!(
+        u64::from_le_bytes(disk[8..16].try_into().unwrap()),
+        last + 1
+    );
 }

@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use ftvm_arbiter::{ArbiterError, Outcome};
 use ftvm_log::{EntryKind, LogError, LogReader};
 use ftvm_machine::{BootConfig, Event, Machine, Output, OutputKind};
+use ftvm_world::disk::{DiskImage, DiskMode};
 use ftvm_world::entropy::HostEntropy;
 use std::collections::VecDeque;
 use std::io::{BufReader, Write};
@@ -401,8 +402,24 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
     };
     let port = ftvm_switch::SwitchPort::connect(switch, &node.name)
         .with_context(|| format!("cannot connect to the switch at {switch}"))?;
+    let disk =
+        match (&args.disk, &offer.disk) {
+            (_, None) => None,
+            (path, Some(spec)) => {
+                let mut parts = spec.split(',');
+                let shared = parts.next().unwrap_or_default();
+                let path = path.clone().unwrap_or_else(|| shared.into());
+                let mode = match parts.any(|o| o == "readonly" || o == "ro") {
+                    true => DiskMode::ReadOnly,
+                    false => DiskMode::ReadWrite,
+                };
+                Some(DiskImage::open(&path, mode).with_context(|| {
+                    format!("cannot open the shared disk at '{}'", path.display())
+                })?)
+            }
+        };
     let backends = Backends {
-        disk: None,
+        disk,
         net: Some(Network::Switch(port)),
         entropy: Some(HostEntropy::open().context("cannot open /dev/urandom")?),
     };
@@ -416,6 +433,7 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
         listener,
         offer.config.clone(),
         switch.to_string(),
+        offer.disk.clone(),
         generation,
     )?));
     if let Some(p) = driver.switch_port() {

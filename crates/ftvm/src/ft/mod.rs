@@ -186,8 +186,15 @@ pub fn primary(args: &PrimaryArgs) -> Result<ExitCode> {
     let node = Node::from_args(&args.node, "127.0.0.1:7702")?;
     let listener = TcpListener::bind(node.listen)
         .with_context(|| format!("cannot listen for a backup on {}", node.listen))?;
+    if let Some(d) = &args.disk {
+        if d.split(',').skip(1).any(|o| o == "snapshot") {
+            bail!(
+                "--disk {d}: a snapshot overlay lives in one process; a pair needs a shared image"
+            );
+        }
+    }
     let devices = DeviceArgs {
-        disk: None,
+        disk: args.disk.clone(),
         net: Some(format!("switch={}", args.switch)),
     };
     let (devcfg, backends) = crate::run::devices(&devices, false)?;
@@ -200,6 +207,7 @@ pub fn primary(args: &PrimaryArgs) -> Result<ExitCode> {
         listener,
         encode_config(&cfg),
         args.switch.to_string(),
+        args.disk.clone(),
         0,
     )?));
     run_live(driver, stop)

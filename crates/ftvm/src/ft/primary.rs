@@ -70,6 +70,7 @@ pub struct Primary {
     generation: u64,
     config: Vec<u8>,
     switch: String,
+    disk: Option<String>,
     state: State,
     candidates: Receiver<Candidate>,
     status: StatusFile,
@@ -84,6 +85,7 @@ impl Primary {
         listener: TcpListener,
         config: Vec<u8>,
         switch: String,
+        disk: Option<String>,
         generation: u64,
     ) -> Result<Primary> {
         let (tx, candidates) = mpsc::channel();
@@ -113,6 +115,7 @@ impl Primary {
             generation,
             config,
             switch,
+            disk,
             state: State::Unprotected,
             candidates,
             status,
@@ -167,6 +170,7 @@ impl Primary {
             primary: self.node.name.clone(),
             config: self.config.clone(),
             switch: self.switch.clone(),
+            disk: self.disk.clone(),
         };
         eprintln!(
             "ftvm: {}: backup {} connected; transferring the guest ({} MiB of RAM) for generation {}",

@@ -52,6 +52,8 @@ pub struct Offer {
     pub config: Vec<u8>,
     /// The switch the guest's NIC is plugged into.
     pub switch: String,
+    /// The shared disk (`PATH[,readonly]`), if the guest has one.
+    pub disk: Option<String>,
 }
 
 /// A message of the transfer phase.
