@@ -109,6 +109,11 @@ pub struct BackupArgs {
     /// Where this host sees the pair's shared disk [default: the primary's path].
     #[arg(long, value_name = "PATH")]
     pub disk: Option<std::path::PathBuf>,
+    /// Keep a private copy of the guest's disk at PATH instead of sharing the
+    /// primary's: received with the guest (created or overwritten), kept current by
+    /// replaying the guest's writes, and used once this node is live.
+    #[arg(long, value_name = "PATH", conflicts_with = "disk")]
+    pub own_disk: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]

@@ -517,10 +517,10 @@ fn cutting_the_logging_channel_leaves_exactly_one_side_live() {
     assert_eq!(c.counter("inc").unwrap(), before + 1, "{}", c.logs());
 }
 
-#[test]
-fn a_shared_disk_keeps_every_acknowledged_increment_across_a_failover() {
-    let _one = serial();
-    let mut c = Cluster::new("ft-disk");
+/// The counter service on a disk: 40 increments on the pair, the primary killed, one
+/// more on the backup; returns (the last value before the kill, the cluster).
+fn disk_failover(name: &str, own_copy: bool) -> (u64, Cluster, PathBuf) {
+    let mut c = Cluster::new(name);
     let img = c.dir.join("counter.img");
     std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
     let (p, b) = (free_port(), free_port());
@@ -536,7 +536,21 @@ fn a_shared_disk_keeps_every_acknowledged_increment_across_a_failover() {
     );
     c.wait_counter();
     let secret = c.secret.clone();
-    c.backup("B", b, p, &secret);
+    let copy = c.dir.join("copy.img");
+    let _ = std::fs::remove_file(&copy);
+    if own_copy {
+        let mut a = vec![
+            "backup".to_string(),
+            "--primary".into(),
+            format!("127.0.0.1:{p}"),
+        ];
+        a.extend(c.node_args("B", b, &secret));
+        a.extend(["--own-disk".into(), copy.display().to_string()]);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        c.spawn("B", &a);
+    } else {
+        c.backup("B", b, p, &secret);
+    }
     c.wait_state("P", "primary", "protected", Duration::from_secs(60));
     // Every inc is written to the disk (pwrite + fdatasync) before its reply leaves.
     let mut conn = TcpStream::connect(("127.0.0.1", c.fwd)).unwrap();
@@ -559,7 +573,7 @@ fn a_shared_disk_keeps_every_acknowledged_increment_across_a_failover() {
     let mut l = String::new();
     r.read_line(&mut l).unwrap();
     assert_eq!(l.trim().parse::<u64>().unwrap(), last + 1, "{}", c.logs());
-    // Stop the new primary; the image holds the last value (magic, value).
+    // Stop the new primary cleanly.
     let pid = c.child("B").id().to_string();
     Command::new("kill").arg(&pid).status().unwrap();
     assert_eq!(
@@ -568,10 +582,97 @@ fn a_shared_disk_keeps_every_acknowledged_increment_across_a_failover() {
         "{}",
         c.logs()
     );
-    let disk = std::fs::read(&img).unwrap();
+    (last, c, img)
+}
+
+fn disk_value(path: &Path) -> u64 {
+    let disk = std::fs::read(path).unwrap();
     assert_eq!(&disk[..8], b"FTVMCTR1");
-    assert_eq!(
-        u64::from_le_bytes(disk[8..16].try_into().unwrap()),
-        last + 1
+    u64::from_le_bytes(disk[8..16].try_into().unwrap())
+}
+
+#[test]
+fn a_shared_disk_keeps_every_acknowledged_increment_across_a_failover() {
+    let _one = serial();
+    let (last, _c, img) = disk_failover("ft-disk", false);
+    assert_eq!(disk_value(&img), last + 1);
+}
+
+#[test]
+fn a_backup_with_its_own_disk_copy_takes_over_with_it() {
+    let _one = serial();
+    let (last, c, img) = disk_failover("ft-own-disk", true);
+    // The copy came with the guest and followed its writes; the primary's image was
+    // never touched by the backup.
+    assert_eq!(disk_value(&c.dir.join("copy.img")), last + 1);
+    assert_eq!(disk_value(&img), last);
+    assert!(c.log("P").contains("attached"), "{}", c.log("P"));
+}
+
+#[test]
+fn a_disk_copy_includes_the_writes_made_while_it_was_sent() {
+    let _one = serial();
+    let mut c = Cluster::new("ft-disk-precopy");
+    let img = c.dir.join("counter.img");
+    // 64 MiB of non-zero data: sending the image takes many pre-copy steps.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..(64 << 20) / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    std::fs::write(&img, &data).unwrap();
+    drop(data);
+    let p = free_port();
+    c.primary_with(
+        "P",
+        p,
+        &[
+            "--append",
+            "console=ttyS0 mode=disk",
+            "--disk",
+            img.to_str().unwrap(),
+        ],
     );
+    c.wait_counter();
+    let mut conn = TcpStream::connect(("127.0.0.1", c.fwd)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut r = BufReader::new(conn.try_clone().unwrap());
+    let copy = c.dir.join("copy.img");
+    let secret = c.secret.clone();
+    let mut a = vec![
+        "backup".to_string(),
+        "--primary".into(),
+        format!("127.0.0.1:{p}"),
+    ];
+    a.extend(c.node_args("B", free_port(), &secret));
+    a.extend(["--own-disk".into(), copy.display().to_string()]);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    c.spawn("B", &a);
+    // Once the image is on its way (sector 0 goes first), rewrite sector 0 a few times.
+    let t = Instant::now();
+    while !c.log("P").contains("transferring the guest") {
+        assert!(t.elapsed() < Duration::from_secs(30), "{}", c.logs());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut v = 0;
+    for _ in 0..3 {
+        conn.write_all(b"inc\n").unwrap();
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        v = l.trim().parse().unwrap();
+    }
+    c.wait_state("P", "primary", "protected", Duration::from_secs(60));
+    // No write since (the image and the guest's RAM take a few hundred ms to send): the copy's sector 0 is what the transfer sent last.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(disk_value(&copy), v, "{}", c.logs());
+    let mut rest_copy = std::fs::read(&copy).unwrap();
+    let mut rest_img = std::fs::read(&img).unwrap();
+    rest_copy.truncate(64 << 20);
+    rest_img.truncate(64 << 20);
+    assert!(rest_copy == rest_img, "the copy differs from the image");
 }

@@ -17,12 +17,14 @@ use crate::run::GUEST_MAC;
 use anyhow::{bail, Context, Result};
 use ftvm_arbiter::{ArbiterError, Outcome};
 use ftvm_log::{EntryKind, LogError, LogReader};
+use ftvm_machine::devices::virtio::BlkRequestKind;
 use ftvm_machine::{BootConfig, Event, Machine, Output, OutputKind};
 use ftvm_world::disk::{DiskImage, DiskMode};
 use ftvm_world::entropy::HostEntropy;
 use std::collections::VecDeque;
 use std::io::{BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -88,6 +90,7 @@ impl<E: Into<anyhow::Error>> From<E> for JoinError {
 fn try_join(
     node: &Node,
     addr: SocketAddr,
+    own_disk: Option<&Path>,
     status: &mut dyn FnMut(&str),
 ) -> Result<Joined, JoinError> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
@@ -108,6 +111,7 @@ fn try_join(
         &Message::Hello(Hello {
             vm: node.vm.clone(),
             node: node.name.clone(),
+            own_disk: own_disk.is_some(),
         }),
     )?;
     let mut r = BufReader::with_capacity(1 << 20, stream.try_clone()?);
@@ -131,7 +135,27 @@ fn try_join(
     status("receiving");
     let started = Instant::now();
     let mut next_report = 32u64 << 20;
-    let machine = super::transfer::receive(&mut r, machine, &mut |bytes| {
+    // Our own copy of the disk, sized as the guest's.
+    let copy = match (own_disk, cfg.devices.disk) {
+        (Some(path), Some(d)) => {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)
+                .map_err(|e| {
+                    JoinError::Fatal(anyhow::anyhow!(
+                        "cannot create the disk copy '{}': {e}",
+                        path.display()
+                    ))
+                })?;
+            f.set_len(d.sectors * 512)?;
+            Some(f)
+        }
+        _ => None,
+    };
+    let machine = super::transfer::receive(&mut r, machine, copy.as_ref(), &mut |bytes| {
         if bytes >= next_report {
             eprintln!("ftvm: received {} MiB", bytes >> 20);
             next_report += 32 << 20;
@@ -165,13 +189,14 @@ fn try_join(
 fn join(
     node: &Node,
     primaries: &[SocketAddr],
+    own_disk: Option<&Path>,
     stop: &AtomicBool,
     status: &mut dyn FnMut(&str),
 ) -> Result<Option<Joined>> {
     let mut last = vec![String::new(); primaries.len()];
     loop {
         for (i, &addr) in primaries.iter().enumerate() {
-            match try_join(node, addr, status) {
+            match try_join(node, addr, own_disk, status) {
                 Ok(j) => return Ok(Some(j)),
                 Err(JoinError::Fatal(e)) => return Err(e),
                 Err(JoinError::Retry(why)) => {
@@ -227,9 +252,13 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
         st.state = state.into();
         f.write(&mut st);
     };
-    let Some(joined) = join(&node, &args.primary, &stop, &mut |s| {
-        report(s, &mut status_file)
-    })?
+    let Some(joined) = join(
+        &node,
+        &args.primary,
+        args.own_disk.as_deref(),
+        &stop,
+        &mut |s| report(s, &mut status_file),
+    )?
     else {
         return Ok(ExitCode::SUCCESS);
     };
@@ -281,6 +310,26 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
             }
         })?;
 
+    // With a disk of our own, the guest's writes are applied to it as the replay makes
+    // them (the primary makes them too, once we acknowledged them).
+    let disk_mode = match offer.disk.as_deref() {
+        Some(spec)
+            if spec
+                .split(',')
+                .skip(1)
+                .any(|o| o == "readonly" || o == "ro") =>
+        {
+            DiskMode::ReadOnly
+        }
+        _ => DiskMode::ReadWrite,
+    };
+    let mut own = match (&args.own_disk, &offer.disk) {
+        (Some(path), Some(_)) => Some(
+            DiskImage::open(path, disk_mode)
+                .with_context(|| format!("cannot open the disk copy '{}'", path.display()))?,
+        ),
+        _ => None,
+    };
     let mut replay: Replay<std::io::Stdout> = Replay::new(machine, None);
     replay.keep_outputs = true;
     let epoch = Instant::now();
@@ -333,7 +382,20 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
                         frames.pop_front();
                     }
                 }
-                OutputKind::Disk(_) | OutputKind::EntropyRequest { .. } => pending.push(out),
+                OutputKind::Disk(ref req) => {
+                    if let Some(d) = &mut own {
+                        let done = match &req.kind {
+                            BlkRequestKind::Write { sector, data } => d.write(*sector, data),
+                            BlkRequestKind::Flush => d.flush(),
+                            BlkRequestKind::Read { .. } => Ok(()),
+                        };
+                        done.with_context(|| {
+                            format!("{}: cannot update the disk copy", node.name)
+                        })?;
+                    }
+                    pending.push(out)
+                }
+                OutputKind::EntropyRequest { .. } => pending.push(out),
                 OutputKind::Console(_) => {}
             }
         }
@@ -405,6 +467,8 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
     let disk =
         match (&args.disk, &offer.disk) {
             (_, None) => None,
+            // Our own copy, current with every write the replay made.
+            _ if own.is_some() => own.take(),
             (path, Some(spec)) => {
                 let mut parts = spec.split(',');
                 let shared = parts.next().unwrap_or_default();

@@ -12,7 +12,8 @@ use crate::replica::{config_digest, output_digest, Journal, Release};
 use anyhow::{Context, Result};
 use ftvm_arbiter::Outcome;
 use ftvm_log::{Header, LogWriter};
-use ftvm_machine::{Event, Machine, Output};
+use ftvm_machine::devices::virtio::{BlkRequest, BlkRequestKind};
+use ftvm_machine::{Event, Machine, Output, OutputKind};
 use std::collections::VecDeque;
 use std::io::{BufReader, BufWriter, Read};
 use std::net::{TcpListener, TcpStream};
@@ -179,7 +180,14 @@ impl Primary {
             (machine.ram_pages() as u64 * ftvm_machine::PAGE_SIZE as u64) >> 20,
             c.generation
         );
-        match Sender::start(c.stream, c.hello.node.clone(), offer, machine) {
+        // A backup with its own disk gets the image along with the guest.
+        let path = self
+            .disk
+            .as_deref()
+            .and_then(|d| d.split(',').next())
+            .map(std::path::PathBuf::from);
+        let image = path.as_deref().filter(|_| c.hello.own_disk);
+        match Sender::start(c.stream, c.hello.node.clone(), offer, image, machine) {
             Ok(s) => self.state = State::Transferring(Box::new(s)),
             Err(e) => eprintln!(
                 "ftvm: {}: transfer to {} failed: {e:#}",
@@ -330,6 +338,16 @@ impl Journal for Primary {
     }
 
     fn output(&mut self, out: &Output) -> Result<Release> {
+        if let State::Transferring(sender) = &mut self.state {
+            // A write during the pre-copy: the backup's copy needs it again.
+            if let OutputKind::Disk(BlkRequest {
+                kind: BlkRequestKind::Write { sector, data },
+                ..
+            }) = &out.kind
+            {
+                sender.disk_written(sector * 512, data.len() as u64);
+            }
+        }
         let Some(l) = self.link() else {
             return Ok(Release::Now);
         };

@@ -5,16 +5,33 @@
 use super::wire::{self, Message, Offer};
 use anyhow::{bail, Context, Result};
 use ftvm_machine::{Machine, PAGE_SIZE};
+use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::net::TcpStream;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Page bytes sent per step (between two slices of guest execution).
 const STEP_BYTES: usize = 4 << 20;
 /// Stop and copy once a round leaves at most this many dirty pages…
 const STOP_COPY_PAGES: usize = 256;
+/// …and at most this many bytes of the disk were written during the round…
+const STOP_COPY_DISK: u64 = 1 << 20;
 /// …or after this many rounds (a guest that dirties memory faster than we send it).
 const MAX_ROUNDS: u32 = 8;
+/// Disk bytes per message.
+const DISK_CHUNK: u64 = 64 << 10;
+
+/// The disk image, for a backup that keeps its own copy.
+struct DiskSource {
+    file: File,
+    /// Byte ranges to send this round, and how far along.
+    todo: Vec<(u64, u64)>,
+    pos: usize,
+    /// Byte ranges the guest wrote since this round began.
+    written: Vec<(u64, u64)>,
+}
 
 /// What a finished transfer cost.
 pub struct Summary {
@@ -36,6 +53,7 @@ pub struct Sender {
     pos: usize,
     bytes: u64,
     started: Instant,
+    disk: Option<DiskSource>,
     /// The backup's node id.
     pub backup: String,
     /// The generation the pair will be.
@@ -44,13 +62,29 @@ pub struct Sender {
 
 impl Sender {
     /// Offer the guest and start round 0 (all of RAM).
+    /// With `disk`, the image at that path goes along (a backup with its own copy).
     pub fn start(
         stream: TcpStream,
         backup: String,
         offer: Offer,
+        disk: Option<&Path>,
         machine: &mut Machine,
     ) -> Result<Sender> {
         let generation = offer.generation;
+        let disk = match disk {
+            None => None,
+            Some(path) => {
+                let file = File::open(path)
+                    .with_context(|| format!("cannot read the disk '{}'", path.display()))?;
+                let size = file.metadata()?.len();
+                Some(DiskSource {
+                    file,
+                    todo: vec![(0, size)],
+                    pos: 0,
+                    written: Vec::new(),
+                })
+            }
+        };
         let mut out = BufWriter::with_capacity(1 << 20, stream);
         wire::send(&mut out, &Message::Offer(offer))?;
         out.flush()?;
@@ -62,9 +96,46 @@ impl Sender {
             pos: 0,
             bytes: 0,
             started: Instant::now(),
+            disk,
             backup,
             generation,
         })
+    }
+
+    /// The guest is writing `len` bytes of its disk at `offset` (sent again later).
+    pub fn disk_written(&mut self, offset: u64, len: u64) {
+        if let Some(d) = &mut self.disk {
+            d.written.push((offset, len));
+        }
+    }
+
+    /// Send disk ranges (from `todo[pos..]`) until about `budget` bytes went out.
+    fn send_disk(&mut self, budget: &mut usize) -> Result<()> {
+        let Some(d) = &mut self.disk else {
+            return Ok(());
+        };
+        while d.pos < d.todo.len() && *budget > 0 {
+            let (offset, len) = d.todo[d.pos];
+            let n = len.min(DISK_CHUNK);
+            let mut buf = vec![0u8; n as usize];
+            d.file
+                .read_exact_at(&mut buf, offset)
+                .context("reading the disk image")?;
+            let data = (!buf.iter().all(|&b| b == 0)).then_some(buf);
+            self.bytes += 13 + data.as_ref().map_or(0, |b| b.len() as u64);
+            wire::send(&mut self.out, &Message::Disk(offset, n as u32, data))?;
+            *budget = budget.saturating_sub(n as usize);
+            if n == len {
+                d.pos += 1;
+            } else {
+                d.todo[d.pos] = (offset + n, len - n);
+            }
+        }
+        Ok(())
+    }
+
+    fn disk_pending(&self) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.pos < d.todo.len())
     }
 
     fn send_pages(&mut self, machine: &Machine, pages: &[u32]) -> Result<()> {
@@ -87,6 +158,7 @@ impl Sender {
     /// step (the stop-and-copy), and the log may start at its current state.
     pub fn step(&mut self, machine: &mut Machine) -> Result<Option<Summary>> {
         let mut budget = STEP_BYTES;
+        self.send_disk(&mut budget)?;
         while self.pos < self.todo.len() && budget > 0 {
             let end = (self.pos + 256).min(self.todo.len());
             let batch: Vec<u32> = self.todo[self.pos..end].to_vec();
@@ -95,11 +167,23 @@ impl Sender {
             budget = budget.saturating_sub(batch.len() * PAGE_SIZE);
         }
         self.out.flush()?;
-        if self.pos < self.todo.len() {
+        if self.pos < self.todo.len() || self.disk_pending() {
             return Ok(None);
         }
         let dirty = machine.take_dirty_pages();
-        if dirty.len() > STOP_COPY_PAGES && self.round + 1 < MAX_ROUNDS {
+        let written = self
+            .disk
+            .as_mut()
+            .map(|d| std::mem::take(&mut d.written))
+            .unwrap_or_default();
+        let written_bytes: u64 = written.iter().map(|(_, l)| l).sum();
+        if (dirty.len() > STOP_COPY_PAGES || written_bytes > STOP_COPY_DISK)
+            && self.round + 1 < MAX_ROUNDS
+        {
+            if let Some(d) = &mut self.disk {
+                d.todo = written;
+                d.pos = 0;
+            }
             self.round += 1;
             eprintln!(
                 "ftvm: pre-copy to {}: round {} resends {} pages dirtied meanwhile",
@@ -115,6 +199,12 @@ impl Sender {
         let paused = Instant::now();
         for chunk in dirty.chunks(256) {
             self.send_pages(machine, chunk)?;
+        }
+        if let Some(d) = &mut self.disk {
+            d.todo = written;
+            d.pos = 0;
+            let mut unlimited = usize::MAX;
+            self.send_disk(&mut unlimited)?;
         }
         wire::send(&mut self.out, &Message::Final(machine.save_without_ram()))?;
         self.out.flush()?;
@@ -134,9 +224,11 @@ impl Sender {
 
 /// The backup's side: apply pages to `machine` (built from the offered configuration)
 /// until the final state arrives; returns the machine in the primary's state.
+/// Disk pieces go to `disk` (the backup's own copy), if it has one.
 pub fn receive(
     r: &mut BufReader<TcpStream>,
     mut machine: Machine,
+    mut disk: Option<&File>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Machine> {
     let mut bytes = 0u64;
@@ -159,7 +251,27 @@ pub fn receive(
                 }
                 progress(bytes);
             }
+            Message::Disk(offset, len, data) => {
+                let Some(f) = &mut disk else {
+                    bail!("the primary sent disk contents to a backup that shares its disk");
+                };
+                let zeros;
+                let data = match &data {
+                    Some(d) => d.as_slice(),
+                    None => {
+                        zeros = vec![0u8; len as usize];
+                        &zeros
+                    }
+                };
+                f.write_all_at(data, offset)
+                    .context("writing the disk copy")?;
+                bytes += 13 + len as u64;
+                progress(bytes);
+            }
             Message::Final(state) => {
+                if let Some(f) = disk {
+                    f.sync_all().context("syncing the disk copy")?;
+                }
                 return machine
                     .restore_keeping_ram(&state)
                     .context("the primary's machine state cannot be restored here");

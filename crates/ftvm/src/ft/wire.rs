@@ -3,7 +3,9 @@
 //!
 //! 1. backup → primary: `Hello`;
 //! 2. primary → backup: `Busy` (and close) or `Offer`, then `Pages` messages (the
-//!    iterative pre-copy of guest RAM), then `Final` (CPU and device state);
+//!    iterative pre-copy of guest RAM) and, for a backup with its own disk, `Disk`
+//!    messages (the image, then what was written meanwhile), then `Final` (CPU and
+//!    device state);
 //! 3. then primary → backup is a log stream exactly as `ftvm record` writes it (header,
 //!    then entries) and backup → primary is a stream of 16-byte acks: the highest
 //!    sequence number received and the instruction count the backup has executed to,
@@ -29,6 +31,7 @@ const OFFER: u8 = 2;
 const BUSY: u8 = 3;
 const PAGES: u8 = 4;
 const FINAL: u8 = 5;
+const DISK: u8 = 6;
 
 /// A backup introduces itself.
 #[derive(Serialize, Deserialize, Debug)]
@@ -37,6 +40,9 @@ pub struct Hello {
     pub vm: String,
     /// Its node id (as the arbiter will know it).
     pub node: String,
+    /// It keeps its own copy of the guest's disk (sent with the guest) rather than
+    /// sharing the primary's.
+    pub own_disk: bool,
 }
 
 /// A primary offers its guest.
@@ -68,6 +74,8 @@ pub enum Message {
     Pages(Vec<(u32, Option<Vec<u8>>)>),
     /// The machine without RAM (`Machine::save_without_ram`); the log follows.
     Final(Vec<u8>),
+    /// A piece of the disk image: byte offset, length, contents (`None`: zeros).
+    Disk(u64, u32, Option<Vec<u8>>),
 }
 
 fn frame(w: &mut impl Write, tag: u8, payload: &[u8]) -> Result<()> {
@@ -100,6 +108,19 @@ pub fn send(w: &mut impl Write, m: &Message) -> Result<()> {
             frame(w, PAGES, &p)
         }
         Message::Final(state) => frame(w, FINAL, state),
+        Message::Disk(offset, len, data) => {
+            let mut p = Vec::with_capacity(13 + data.as_ref().map_or(0, Vec::len));
+            p.extend_from_slice(&offset.to_le_bytes());
+            p.extend_from_slice(&len.to_le_bytes());
+            match data {
+                None => p.push(0),
+                Some(d) => {
+                    p.push(1);
+                    p.extend_from_slice(d);
+                }
+            }
+            frame(w, DISK, &p)
+        }
     }
 }
 
@@ -123,6 +144,19 @@ pub fn recv(r: &mut impl Read, page_size: usize) -> Result<Message> {
         BUSY => Message::Busy(String::from_utf8_lossy(payload).into_owned()),
         PAGES => Message::Pages(decode_pages(payload, page_size)?),
         FINAL => Message::Final(payload.to_vec()),
+        DISK => {
+            if payload.len() < 13 {
+                bail!("malformed disk message");
+            }
+            let offset = u64::from_le_bytes(payload[..8].try_into()?);
+            let len = u32::from_le_bytes(payload[8..12].try_into()?);
+            let data = match (payload[12], &payload[13..]) {
+                (0, []) => None,
+                (1, d) if d.len() == len as usize => Some(d.to_vec()),
+                _ => bail!("malformed disk message"),
+            };
+            Message::Disk(offset, len, data)
+        }
         t => bail!("unknown message tag {t}"),
     })
 }
@@ -184,12 +218,21 @@ mod tests {
         )
         .unwrap();
         send(&mut buf, &Message::Busy("has a backup".into())).unwrap();
+        send(&mut buf, &Message::Disk(1 << 33, 3, Some(vec![1, 2, 3]))).unwrap();
+        send(&mut buf, &Message::Disk(512, 4096, None)).unwrap();
         let mut r = &buf[..];
         match recv(&mut r, 16).unwrap() {
             Message::Pages(p) => assert_eq!(p, vec![(3, None), (9, Some(page))]),
             _ => panic!("wrong message"),
         }
         assert!(matches!(recv(&mut r, 16).unwrap(), Message::Busy(s) if s == "has a backup"));
+        assert!(
+            matches!(recv(&mut r, 16).unwrap(), Message::Disk(o, 3, Some(d)) if o == 1 << 33 && d == [1, 2, 3])
+        );
+        assert!(matches!(
+            recv(&mut r, 16).unwrap(),
+            Message::Disk(512, 4096, None)
+        ));
         assert!(recv(&mut r, 16).is_err());
     }
 
@@ -201,6 +244,8 @@ mod tests {
             &[2, 0, 0, 0, 99, 0],
             &[6, 0, 0, 0, PAGES, 1, 0, 0, 0, 0],
             &[10, 0, 0, 0, PAGES, 1, 0, 0, 0, 5, 0, 0, 0, 9],
+            &[15, 0, 0, 0, DISK, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 1, 7],
+            &[14, 0, 0, 0, DISK, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
         ] {
             assert!(recv(&mut &bad[..], 16).is_err(), "{bad:?}");
         }
