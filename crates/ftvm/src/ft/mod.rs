@@ -147,8 +147,9 @@ impl Node {
     /// The generation a new pair takes: past everything the arbiter has decided for
     /// this VM and past `ours`.
     pub fn next_generation(&self, ours: u64) -> Result<u64> {
+        // The arbiter's error already names its cause; no chain to repeat it.
         let mut c = ArbiterClient::connect(self.arbiter, &self.secret, Duration::from_secs(2))
-            .with_context(|| format!("cannot reach the arbiter at {}", self.arbiter))?;
+            .map_err(|e| anyhow::anyhow!("cannot reach the arbiter at {}: {e}", self.arbiter))?;
         let decided = c.current(&self.vm)?.unwrap_or(0);
         Ok(decided.max(ours) + 1)
     }
