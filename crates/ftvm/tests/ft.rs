@@ -236,6 +236,29 @@ impl Cluster {
         self.spawn(name, &a);
     }
 
+    /// A primary "P" on `listen` running the counter on the disk `img`.
+    fn disk_primary(&mut self, listen: u16, img: &Path) {
+        let disk = img.to_str().unwrap().to_string();
+        self.primary_with(
+            "P",
+            listen,
+            &["--append", "console=ttyS0 mode=disk", "--disk", &disk],
+        );
+    }
+
+    /// A backup "B" on `listen` that keeps its own disk copy at `copy`.
+    fn backup_own_disk(&mut self, listen: u16, primary: u16, copy: &Path) {
+        let mut a = vec![
+            "backup".to_string(),
+            "--primary".into(),
+            format!("127.0.0.1:{primary}"),
+        ];
+        a.extend(self.node_args("B", listen, &self.secret.clone()));
+        a.extend(["--own-disk".into(), copy.display().to_string()]);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        self.spawn("B", &a);
+    }
+
     /// What `ftvm status` prints.
     fn ftvm_status(&self) -> String {
         let out = ftvm(&["status", "--run-dir", self.run.to_str().unwrap()]);
@@ -524,30 +547,13 @@ fn disk_failover(name: &str, own_copy: bool) -> (u64, Cluster, PathBuf) {
     let img = c.dir.join("counter.img");
     std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
     let (p, b) = (free_port(), free_port());
-    c.primary_with(
-        "P",
-        p,
-        &[
-            "--append",
-            "console=ttyS0 mode=disk",
-            "--disk",
-            img.to_str().unwrap(),
-        ],
-    );
+    c.disk_primary(p, &img);
     c.wait_counter();
     let secret = c.secret.clone();
     let copy = c.dir.join("copy.img");
     let _ = std::fs::remove_file(&copy);
     if own_copy {
-        let mut a = vec![
-            "backup".to_string(),
-            "--primary".into(),
-            format!("127.0.0.1:{p}"),
-        ];
-        a.extend(c.node_args("B", b, &secret));
-        a.extend(["--own-disk".into(), copy.display().to_string()]);
-        let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        c.spawn("B", &a);
+        c.backup_own_disk(b, p, &copy);
     } else {
         c.backup("B", b, p, &secret);
     }
@@ -627,32 +633,14 @@ fn a_disk_copy_includes_the_writes_made_while_it_was_sent() {
     std::fs::write(&img, &data).unwrap();
     drop(data);
     let p = free_port();
-    c.primary_with(
-        "P",
-        p,
-        &[
-            "--append",
-            "console=ttyS0 mode=disk",
-            "--disk",
-            img.to_str().unwrap(),
-        ],
-    );
+    c.disk_primary(p, &img);
     c.wait_counter();
     let mut conn = TcpStream::connect(("127.0.0.1", c.fwd)).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut r = BufReader::new(conn.try_clone().unwrap());
     let copy = c.dir.join("copy.img");
-    let secret = c.secret.clone();
-    let mut a = vec![
-        "backup".to_string(),
-        "--primary".into(),
-        format!("127.0.0.1:{p}"),
-    ];
-    a.extend(c.node_args("B", free_port(), &secret));
-    a.extend(["--own-disk".into(), copy.display().to_string()]);
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    c.spawn("B", &a);
+    c.backup_own_disk(free_port(), p, &copy);
     // Once the image is on its way (sector 0 goes first), rewrite sector 0 a few times.
     let t = Instant::now();
     while !c.log("P").contains("transferring the guest") {
