@@ -239,15 +239,7 @@ impl<W: Write> Driver<W> {
                 None => Release::Now,
             };
             match out.kind {
-                OutputKind::EntropyRequest { id, len } => {
-                    let bytes = match &mut self.backends.entropy {
-                        Some(e) => e.bytes(len as usize).context("reading host entropy")?,
-                        None => {
-                            bail!("the guest asked for entropy but no entropy source is attached")
-                        }
-                    };
-                    self.deliver(Event::Entropy { id, bytes })?;
-                }
+                OutputKind::EntropyRequest { id, len } => self.answer_entropy(id, len)?,
                 // Console bytes, frames and disk requests reach the world; held outputs
                 // leave in order: nothing overtakes a waiting one.
                 kind => match release {
@@ -315,28 +307,23 @@ impl<W: Write> Driver<W> {
         }
     }
 
+    /// Answer an entropy request from the host's randomness (an input, logged).
+    fn answer_entropy(&mut self, id: u64, len: u32) -> Result<()> {
+        let bytes = match &mut self.backends.entropy {
+            Some(e) => e.bytes(len as usize).context("reading host entropy")?,
+            None => bail!("the guest asked for entropy but no entropy source is attached"),
+        };
+        self.deliver(Event::Entropy { id, bytes })
+    }
+
     /// Carry out requests the guest made before this driver took over (a backup going
     /// live): their answers never reached the log, so this world answers them now.
     pub fn reissue(&mut self, outputs: Vec<ftvm_machine::Output>) -> Result<()> {
         for out in outputs {
             match out.kind {
-                OutputKind::NetFrame(frame) => {
-                    if let Some(net) = &mut self.backends.net {
-                        net.send_guest_frame(&frame);
-                    }
-                }
-                OutputKind::Disk(req) => {
-                    let ev = self.disk_request(req);
-                    self.deliver(ev)?;
-                }
-                OutputKind::EntropyRequest { id, len } => {
-                    let bytes = match &mut self.backends.entropy {
-                        Some(e) => e.bytes(len as usize).context("reading host entropy")?,
-                        None => bail!("the guest waits for entropy but no source is attached"),
-                    };
-                    self.deliver(Event::Entropy { id, bytes })?;
-                }
+                OutputKind::EntropyRequest { id, len } => self.answer_entropy(id, len)?,
                 OutputKind::Console(_) => {}
+                kind => self.release(kind)?,
             }
         }
         Ok(())
@@ -437,9 +424,7 @@ impl<W: Write> Driver<W> {
         // A sleeping guest needs no clock updates: time moves (one event) only when
         // it wakes, for its timer or for traffic. That keeps an idle guest's log small.
         loop {
-            if self.journal.is_some() {
-                self.service_journal()?;
-            }
+            self.service_journal()?;
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(());
             }

@@ -10,6 +10,7 @@ use ftvm_machine::{BootConfig, Firmware, ICount, Machine};
 use ftvm_usernet::{parse_hostfwd, UserNet};
 use ftvm_world::disk::{DiskImage, DiskMode};
 use ftvm_world::entropy::HostEntropy;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// The guest NIC's MAC address (QEMU's default).
@@ -20,25 +21,31 @@ fn read_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {what} '{}'", path.display()))
 }
 
+/// A `--disk` value: `PATH[,readonly][,snapshot]`.
+pub fn disk_spec(spec: &str) -> Result<(PathBuf, DiskMode)> {
+    let mut parts = spec.split(',');
+    let path = parts.next().unwrap_or_default();
+    if path.is_empty() {
+        bail!("--disk needs a file path");
+    }
+    let mut mode = DiskMode::ReadWrite;
+    for opt in parts {
+        mode = match opt {
+            "readonly" | "ro" => DiskMode::ReadOnly,
+            "snapshot" => DiskMode::Snapshot,
+            _ => bail!("unknown --disk option '{opt}' (expected readonly or snapshot)"),
+        };
+    }
+    Ok((PathBuf::from(path), mode))
+}
+
 /// Open the world side of the devices and say what the guest will see.
 pub fn devices(d: &DeviceArgs, default_net: bool) -> Result<(DeviceConfig, Backends)> {
     let mut cfg = DeviceConfig::default();
     let mut backends = Backends::default();
     if let Some(spec) = &d.disk {
-        let mut parts = spec.split(',');
-        let path = parts.next().unwrap_or_default();
-        if path.is_empty() {
-            bail!("--disk needs a file path");
-        }
-        let mut mode = DiskMode::ReadWrite;
-        for opt in parts {
-            mode = match opt {
-                "readonly" | "ro" => DiskMode::ReadOnly,
-                "snapshot" => DiskMode::Snapshot,
-                _ => bail!("unknown --disk option '{opt}' (expected readonly or snapshot)"),
-            };
-        }
-        let img = DiskImage::open(path.as_ref(), mode)?;
+        let (path, mode) = disk_spec(spec)?;
+        let img = DiskImage::open(&path, mode)?;
         cfg.disk = Some(DiskConfig {
             sectors: img.capacity(),
             read_only: img.read_only(),
@@ -81,7 +88,7 @@ pub fn devices(d: &DeviceArgs, default_net: bool) -> Result<(DeviceConfig, Backe
                 .with_context(|| format!("--net {net}: expected switch=IP:PORT"))?;
             let name = format!("ftvm-{}", std::process::id());
             let port = ftvm_switch::SwitchPort::connect(addr, &name)
-                .with_context(|| format!("cannot connect to the switch at {addr}"))?;
+                .map_err(|e| anyhow::anyhow!("{e}"))?; // the error names the switch and the cause
             eprintln!("ftvm: NIC plugged into the switch at {addr}");
             cfg.net = Some(GUEST_MAC);
             cfg.rng = true;
@@ -156,10 +163,8 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode> {
         )?));
     }
     // SIGINT/SIGTERM end the run cleanly at the next stop (the log is completed).
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, driver.stop.clone())
-            .context("cannot install a signal handler")?;
-    }
+    let stop = crate::services::stop_on_signals()?;
+    driver.stop = stop.clone();
     let code = loop {
         match driver.drive(until)? {
             End::Stopped | End::Interrupted => break 0,
@@ -178,6 +183,7 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode> {
                     backends,
                     std::io::stdout(),
                 );
+                driver.stop = stop.clone();
             }
         }
     };

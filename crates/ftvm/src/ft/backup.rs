@@ -19,7 +19,7 @@ use ftvm_arbiter::{ArbiterError, Outcome};
 use ftvm_log::{EntryKind, LogError, LogReader};
 use ftvm_machine::devices::virtio::BlkRequestKind;
 use ftvm_machine::{BootConfig, Event, Machine, Output, OutputKind};
-use ftvm_world::disk::{DiskImage, DiskMode};
+use ftvm_world::disk::DiskImage;
 use ftvm_world::entropy::HostEntropy;
 use std::collections::VecDeque;
 use std::io::{BufReader, Write};
@@ -239,7 +239,7 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
     if args.primary.is_empty() {
         bail!("--primary needs at least one address");
     }
-    let stop = super::stop_on_signals()?;
+    let stop = crate::services::stop_on_signals()?;
     let mut status_file = StatusFile::new(&node.run_dir, &node.vm, &node.name);
     let base = Status {
         vm: node.vm.clone(),
@@ -312,20 +312,14 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
 
     // With a disk of our own, the guest's writes are applied to it as the replay makes
     // them (the primary makes them too, once we acknowledged them).
-    let disk_mode = match offer.disk.as_deref() {
-        Some(spec)
-            if spec
-                .split(',')
-                .skip(1)
-                .any(|o| o == "readonly" || o == "ro") =>
-        {
-            DiskMode::ReadOnly
-        }
-        _ => DiskMode::ReadWrite,
-    };
-    let mut own = match (&args.own_disk, &offer.disk) {
-        (Some(path), Some(_)) => Some(
-            DiskImage::open(path, disk_mode)
+    let disk_spec = offer
+        .disk
+        .as_deref()
+        .map(crate::run::disk_spec)
+        .transpose()?;
+    let mut own = match (&args.own_disk, &disk_spec) {
+        (Some(path), Some((_, mode))) => Some(
+            DiskImage::open(path, *mode)
                 .with_context(|| format!("cannot open the disk copy '{}'", path.display()))?,
         ),
         _ => None,
@@ -462,22 +456,17 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
             .parse()
             .context("the primary's switch address cannot be parsed")?,
     };
-    let port = ftvm_switch::SwitchPort::connect(switch, &node.name)
-        .with_context(|| format!("cannot connect to the switch at {switch}"))?;
+    let port =
+        ftvm_switch::SwitchPort::connect(switch, &node.name).map_err(|e| anyhow::anyhow!("{e}"))?; // the error names the switch and the cause
     let disk =
-        match (&args.disk, &offer.disk) {
+        match (own.take(), &disk_spec) {
             (_, None) => None,
             // Our own copy, current with every write the replay made.
-            _ if own.is_some() => own.take(),
-            (path, Some(spec)) => {
-                let mut parts = spec.split(',');
-                let shared = parts.next().unwrap_or_default();
-                let path = path.clone().unwrap_or_else(|| shared.into());
-                let mode = match parts.any(|o| o == "readonly" || o == "ro") {
-                    true => DiskMode::ReadOnly,
-                    false => DiskMode::ReadWrite,
-                };
-                Some(DiskImage::open(&path, mode).with_context(|| {
+            (Some(copy), _) => Some(copy),
+            // The shared disk, where this host sees it.
+            (None, Some((path, mode))) => {
+                let path = args.disk.as_ref().unwrap_or(path);
+                Some(DiskImage::open(path, *mode).with_context(|| {
                     format!("cannot open the shared disk at '{}'", path.display())
                 })?)
             }

@@ -22,6 +22,7 @@ use crate::replica::encode_config;
 use anyhow::{bail, Context, Result};
 use ftvm_arbiter::{ArbiterClient, Outcome};
 use ftvm_machine::{ICount, Machine};
+use ftvm_world::disk::DiskMode;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -155,16 +156,6 @@ impl Node {
     }
 }
 
-/// Stop flag set by SIGINT/SIGTERM.
-pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())
-            .context("cannot install a signal handler")?;
-    }
-    Ok(stop)
-}
-
 /// Run the guest as the live side until it powers off or a signal ends the run.
 pub fn run_live(mut driver: Driver<std::io::Stdout>, stop: Arc<AtomicBool>) -> Result<ExitCode> {
     driver.stop = stop;
@@ -188,7 +179,7 @@ pub fn primary(args: &PrimaryArgs) -> Result<ExitCode> {
     let listener = TcpListener::bind(node.listen)
         .with_context(|| format!("cannot listen for a backup on {}", node.listen))?;
     if let Some(d) = &args.disk {
-        if d.split(',').skip(1).any(|o| o == "snapshot") {
+        if crate::run::disk_spec(d)?.1 == DiskMode::Snapshot {
             bail!(
                 "--disk {d}: a snapshot overlay lives in one process; a pair needs a shared image"
             );
@@ -201,7 +192,7 @@ pub fn primary(args: &PrimaryArgs) -> Result<ExitCode> {
     let (devcfg, backends) = crate::run::devices(&devices, false)?;
     let cfg = crate::run::boot_config(&args.machine, devcfg)?;
     let machine = Machine::new(&cfg).context("cannot boot")?;
-    let stop = stop_on_signals()?;
+    let stop = crate::services::stop_on_signals()?;
     let mut driver = Driver::new(machine, backends, std::io::stdout());
     driver.journal = Some(Box::new(primary::Primary::new(
         node,

@@ -184,8 +184,8 @@ impl Primary {
         let path = self
             .disk
             .as_deref()
-            .and_then(|d| d.split(',').next())
-            .map(std::path::PathBuf::from);
+            .and_then(|d| crate::run::disk_spec(d).ok())
+            .map(|(path, _)| path);
         let image = path.as_deref().filter(|_| c.hello.own_disk);
         match Sender::start(c.stream, c.hello.node.clone(), offer, image, machine) {
             Ok(s) => self.state = State::Transferring(Box::new(s)),
@@ -227,14 +227,13 @@ impl Primary {
         );
         let out = sender.into_writer();
         let stream = out.get_ref().try_clone()?;
-        let mut log = match LogWriter::new(out, &header).and_then(|mut l| l.flush().map(|_| l)) {
+        let log = match LogWriter::new(out, &header).and_then(|mut l| l.flush().map(|_| l)) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("ftvm: {}: transfer to {backup} failed: {e}", self.node.name);
                 return Ok(());
             }
         };
-        let _ = log.flush();
         let pause = summary.pause + paused.elapsed();
         let acks = Arc::new(Acks::default());
         acks.icount.store(machine.icount().0, Ordering::Relaxed);
@@ -295,10 +294,33 @@ impl Primary {
     }
 }
 
+/// How a failed write on the channel is reported (as a lost backup, at the next
+/// service).
+const SEND_FAILED: &str = "the logging channel failed while sending";
+
 impl Link {
-    fn written(&mut self) {
+    /// Note an entry handed to the channel; a failure marks the backup lost.
+    fn wrote(&mut self, r: Result<u64, ftvm_log::LogError>) -> Option<u64> {
         self.last_write = Instant::now();
         self.unflushed = true;
+        r.map_err(|_| self.acks.fail(SEND_FAILED)).ok()
+    }
+
+    /// Push buffered entries onto the wire.
+    fn flush(&mut self) {
+        if self.log.flush().is_err() {
+            self.acks.fail(SEND_FAILED);
+        }
+        self.unflushed = false;
+    }
+
+    /// A progress entry (the heartbeat) after [`HEARTBEAT`] of silence.
+    fn heartbeat(&mut self, icount: u64) {
+        if self.last_write.elapsed() >= HEARTBEAT {
+            let r = self.log.progress(icount);
+            self.wrote(r);
+            self.flush();
+        }
     }
 
     /// How far behind the backup is: instructions, and host time since the primary
@@ -328,11 +350,8 @@ impl Journal for Primary {
     fn event(&mut self, icount: u64, ev: &Event) -> Result<()> {
         if let Some(l) = self.link() {
             let payload = postcard::to_stdvec(ev).expect("event encodes");
-            // A failed write shows up as a lost backup at the next service.
-            if l.log.event(icount, &payload).is_err() {
-                l.acks.fail("the logging channel failed while sending");
-            }
-            l.written();
+            let r = l.log.event(icount, &payload);
+            l.wrote(r);
         }
         Ok(())
     }
@@ -351,21 +370,11 @@ impl Journal for Primary {
         let Some(l) = self.link() else {
             return Ok(Release::Now);
         };
-        match l.log.output(out.icount.0, &output_digest(out)) {
-            Ok(seq) => {
-                l.written();
-                if l.log.flush().is_err() {
-                    l.acks.fail("the logging channel failed while sending");
-                }
-                l.unflushed = false;
-                Ok(Release::AfterAck(seq))
-            }
-            Err(_) => {
-                l.acks.fail("the logging channel failed while sending");
-                // Held until the arbiter decides who is live.
-                Ok(Release::AfterAck(u64::MAX))
-            }
-        }
+        let r = l.log.output(out.icount.0, &output_digest(out));
+        let seq = l.wrote(r);
+        l.flush();
+        // After a failed write the output waits until the arbiter decides who is live.
+        Ok(Release::AfterAck(seq.unwrap_or(u64::MAX)))
     }
 
     fn next_checkpoint(&self) -> u64 {
@@ -378,10 +387,8 @@ impl Journal for Primary {
     fn checkpoint(&mut self, icount: u64, hash: u128) -> Result<()> {
         let every = self.node.hash_every;
         if let Some(l) = self.link() {
-            if l.log.state_hash(icount, hash).is_err() {
-                l.acks.fail("the logging channel failed while sending");
-            }
-            l.written();
+            let r = l.log.state_hash(icount, hash);
+            l.wrote(r);
             l.next_checkpoint = icount.saturating_add(every);
         }
         Ok(())
@@ -416,7 +423,6 @@ impl Journal for Primary {
         let icount = machine.icount().0;
         let max_lag = self.node.max_lag;
         let mut lost = None;
-        let mut throttled = 0;
         if let State::Protected(l) = &mut self.state {
             if l.history
                 .back()
@@ -427,37 +433,25 @@ impl Journal for Primary {
                     l.history.pop_front();
                 }
             }
-            if l.last_write.elapsed() >= HEARTBEAT {
-                if l.log.progress(icount).is_err() {
-                    l.acks.fail("the logging channel failed while sending");
-                }
-                l.written();
-            }
+            l.heartbeat(icount);
             if l.unflushed {
-                if l.log.flush().is_err() {
-                    l.acks.fail("the logging channel failed while sending");
-                }
-                l.unflushed = false;
+                l.flush();
             }
             // Slow down while the backup lags too far (it keeps the heartbeats).
             let mut throttling = false;
             while !l.acks.failed.load(Ordering::Relaxed) && l.lag(icount).1 > max_lag {
                 if !throttling {
                     throttling = true;
-                    throttled += 1;
+                    self.throttled += 1;
                     tracing::info!("backup lags by more than {max_lag:?}: slowing down");
                 }
                 std::thread::sleep(Duration::from_millis(1));
-                if l.last_write.elapsed() >= HEARTBEAT {
-                    let _ = l.log.progress(icount).and_then(|_| l.log.flush());
-                    l.last_write = Instant::now();
-                }
+                l.heartbeat(icount);
             }
             if l.acks.failed.load(Ordering::Relaxed) {
                 lost = Some(l.acks.why.lock().map(|w| w.clone()).unwrap_or_default());
             }
         }
-        self.throttled += throttled;
         if let Some(why) = lost {
             self.backup_lost(why, machine, waiting)?;
         }
