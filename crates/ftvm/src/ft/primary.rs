@@ -32,6 +32,8 @@ struct Acks {
     seq: AtomicU64,
     /// Instruction count the backup executed to.
     icount: AtomicU64,
+    /// The backup acknowledged at least once: it holds the transferred guest.
+    confirmed: AtomicBool,
     /// Set when the channel failed; the reason is in `why`.
     failed: AtomicBool,
     why: Mutex<String>,
@@ -459,7 +461,9 @@ impl Journal for Primary {
             let state = match &self.state {
                 State::Unprotected => "unprotected",
                 State::Transferring(_) => "transferring",
-                State::Protected(_) => "protected",
+                // Protected once the backup confirmed it holds the guest.
+                State::Protected(l) if l.acks.confirmed.load(Ordering::Acquire) => "protected",
+                State::Protected(_) => "transferring",
             };
             let mut st = self.report(machine, waiting, state);
             self.status.write(&mut st);
@@ -503,21 +507,40 @@ impl Acks {
     }
 }
 
+/// How long a backup may take, after the last transfer byte, to confirm it holds the
+/// guest (its first ack).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The ack reader: the backup's acks, and its silence past `timeout`, are how the
 /// primary knows it is alive.
+///
+/// The first ack also says the backup finished the transfer: it rebuilt the machine and
+/// checked its state hash, which on a loaded host can take longer than `timeout` after
+/// the primary sent the last byte. Until then the backup has up to [`JOIN_TIMEOUT`].
 fn read_acks(stream: TcpStream, timeout: Duration, acks: &Acks) {
-    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_read_timeout(Some(JOIN_TIMEOUT.max(timeout)));
     let mut r = BufReader::new(stream);
     let mut a = [0u8; ACK_LEN];
+    let mut first = true;
     loop {
         match r.read_exact(&mut a) {
             Ok(()) => {
+                if std::mem::take(&mut first) {
+                    let _ = r.get_ref().set_read_timeout(Some(timeout));
+                    acks.confirmed.store(true, Ordering::Release);
+                }
                 let (seq, icount) = wire::decode_ack(&a);
                 acks.icount.store(icount, Ordering::Relaxed);
                 acks.seq.fetch_max(seq, Ordering::Release);
             }
             Err(e) => {
                 let why = match e.kind() {
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut if first => {
+                        format!(
+                            "the backup did not confirm the transfer within {} s",
+                            JOIN_TIMEOUT.max(timeout).as_secs()
+                        )
+                    }
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
                         format!("no acknowledgment for {} ms", timeout.as_millis())
                     }
