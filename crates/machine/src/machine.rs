@@ -226,8 +226,8 @@ impl Machine {
             if self.hart.s.icount >= until.0 {
                 return Exit::Until;
             }
-            if self.hart.sbi_pending {
-                self.hart.sbi_pending = false;
+            if self.hart.s.sbi_pending {
+                self.hart.s.sbi_pending = false;
                 sbi::handle(&mut self.hart, &mut self.bus, &mut self.console);
                 continue;
             }

@@ -188,3 +188,36 @@ fn corrupted_snapshots_are_refused() {
         SnapshotError::BadMagic
     ));
 }
+
+#[test]
+fn a_stop_between_an_intercepted_sbi_call_and_its_handling_survives_a_snapshot() {
+    // S-mode with the built-in SBI: two legacy console putchar calls.
+    let mut a = Asm::new();
+    a.li(A7, 1).li(A0, b'x' as u64).i(ECALL);
+    a.li(A0, b'y' as u64).i(ECALL);
+    let top = a.label();
+    a.bind(top);
+    a.j(top);
+    let mut cfg = config(elf(&a.bytes()));
+    cfg.firmware = crate::boot::Firmware::BuiltinSbi;
+    let console = |m: &mut Machine, until: u64| {
+        let mut out = Vec::new();
+        while m.run(ICount(until)) != Exit::Until {
+            for o in m.take_outputs() {
+                if let crate::machine::OutputKind::Console(b) = o.kind {
+                    out.extend(b);
+                }
+            }
+        }
+        out
+    };
+    let mut straight = Machine::new(&cfg).unwrap();
+    assert_eq!(console(&mut straight, 20), b"xy");
+    // Stop right after the first ECALL retired, before the machine handled it.
+    let mut m = Machine::new(&cfg).unwrap();
+    assert_eq!(console(&mut m, 3), b"");
+    let mut r = Machine::restore(&m.save()).unwrap();
+    assert_eq!(r.state_hash(), m.state_hash());
+    assert_eq!(console(&mut r, 20), b"xy", "the pending SBI call is kept");
+    assert_eq!(r.state_hash(), straight.state_hash());
+}

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 const MAGIC: &[u8; 8] = b"FTVMSNAP";
 /// Snapshot format version; bump on any change to [`MachineState`].
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const PAGE: usize = PAGE_SIZE;
 
 /// Problems reading a snapshot; messages read as sentences.

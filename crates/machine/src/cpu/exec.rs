@@ -218,7 +218,7 @@ impl Hart {
             // nothing to flush; it ends the block like any other fence of fetches.
             FenceI => {}
             Ecall if self.s.prv == Priv::S && self.sbi_intercept => {
-                self.sbi_pending = true;
+                self.s.sbi_pending = true;
                 self.attention = true;
             }
             Ecall => {

@@ -51,6 +51,9 @@ pub struct HartState {
     pub wfi: bool,
     /// LR reservation address.
     pub reservation: Option<u64>,
+    /// Built-in SBI: an intercepted `ecall` from S-mode waits for the machine to handle
+    /// it (state: a run may stop, and a snapshot be taken, between the two).
+    pub sbi_pending: bool,
     /// Control and status registers.
     pub csr: csr::Csrs,
 }
@@ -68,8 +71,6 @@ pub struct Hart {
     pub attention: bool,
     /// Built-in SBI: an `ecall` from S-mode is handled by the machine, not trapped.
     pub sbi_intercept: bool,
-    /// An intercepted SBI call waits for the machine.
-    pub sbi_pending: bool,
     /// The hart is stuck: its trap handler's own address cannot be fetched.
     pub trap_loop: bool,
 }
@@ -85,6 +86,7 @@ impl Hart {
             icount: 0,
             wfi: false,
             reservation: None,
+            sbi_pending: false,
             csr: csr::Csrs::reset(),
         })
     }
@@ -98,7 +100,6 @@ impl Hart {
             ext_mip: 0,
             attention: true,
             sbi_intercept: false,
-            sbi_pending: false,
             trap_loop: false,
         }
     }
