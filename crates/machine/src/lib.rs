@@ -8,13 +8,17 @@
 //! (or, for live transfer, RAM page by page while the source runs, then the rest with
 //! [`Machine::save_without_ram`] and [`Machine::restore_keeping_ram`]).
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod boot;
 mod bus;
 pub mod clock;
 pub mod cpu;
 pub mod devices;
+#[cfg(any(test, feature = "differential"))]
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod differential;
 pub mod fdt;
 mod machine;
 #[cfg(test)]
@@ -22,11 +26,14 @@ mod machine_tests;
 mod ram;
 mod sbi;
 pub mod snapshot;
-#[cfg(test)]
-pub(crate) mod testutil;
+#[cfg(any(test, feature = "differential"))]
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod testutil;
 pub mod types;
 
 pub use boot::{BootConfig, BootError, Firmware};
+pub use cpu::jit::{Engine, JitStats};
 pub use machine::{Event, Exit, Machine, Output, OutputKind};
 pub use snapshot::SnapshotError;
 pub use types::{GuestPhysAddr, ICount, PhysRange};

@@ -4,6 +4,7 @@
 use crate::boot::{self, BootConfig, BootError, Firmware, KERNEL_OFFSET};
 use crate::bus::Bus;
 use crate::cpu::csr::{mstatus, MENVCFG_STCE};
+use crate::cpu::jit::{Engine, JitStats, DEFAULT_CODE_CACHE, DEFAULT_HOT};
 use crate::cpu::trap::{cause, irq, Priv};
 use crate::cpu::Hart;
 use crate::devices::layout::RAM_BASE;
@@ -118,6 +119,8 @@ pub struct Machine {
     pub(crate) builtin_sbi: bool,
     console: Vec<u8>,
     outputs: Vec<Output>,
+    code_limit: usize,
+    jit_hot: u32,
 }
 
 impl Machine {
@@ -182,23 +185,66 @@ impl Machine {
             hart.s.prv = prv;
             hart.sbi_intercept = true;
         }
-        Ok(Machine {
-            hart,
-            bus,
-            builtin_sbi,
-            console: Vec::new(),
-            outputs: Vec::new(),
-        })
+        Ok(Machine::from_parts(hart, bus, builtin_sbi))
     }
 
     pub(crate) fn from_parts(hart: Hart, bus: Bus, builtin_sbi: bool) -> Machine {
-        Machine {
+        let mut m = Machine {
             hart,
             bus,
             builtin_sbi,
             console: Vec::new(),
             outputs: Vec::new(),
+            code_limit: DEFAULT_CODE_CACHE,
+            jit_hot: DEFAULT_HOT,
+        };
+        m.set_engine(Engine::default());
+        // The unit tests run under the engine FTVM_ENGINE names (default: the JIT),
+        // compiling every block on its second run.
+        #[cfg(test)]
+        {
+            m.jit_hot = 1;
+            let engine = std::env::var("FTVM_ENGINE").map_or(Engine::Jit, |e| {
+                e.parse().expect("FTVM_ENGINE is jit or interp")
+            });
+            m.set_engine(engine);
         }
+        m
+    }
+
+    /// Choose the engine that runs guest code (the default is [`Engine::Jit`]). The
+    /// results are the same under both, so this may change between any two runs.
+    pub fn set_engine(&mut self, engine: Engine) {
+        self.hart.set_engine(engine, self.code_limit, self.jit_hot);
+    }
+
+    /// The engine in use ([`Engine::Interp`] if the JIT was asked for on a host
+    /// without a code generator).
+    pub fn engine(&self) -> Engine {
+        self.hart.engine()
+    }
+
+    /// Limit the JIT's code cache to `bytes` (emptying it); takes effect on the JIT.
+    pub fn set_code_cache_limit(&mut self, bytes: usize) {
+        self.code_limit = bytes;
+        if self.engine() == Engine::Jit {
+            self.set_engine(Engine::Jit);
+        }
+    }
+
+    /// Compile a block once it has run `n` times interpreted (at least once); a
+    /// tuning knob (tests use 1 to put every block through the compiler). Empties the
+    /// code cache.
+    pub fn set_jit_threshold(&mut self, n: u32) {
+        self.jit_hot = n.max(1);
+        if self.engine() == Engine::Jit {
+            self.set_engine(Engine::Jit);
+        }
+    }
+
+    /// The JIT's code-cache figures, when it is in use.
+    pub fn jit_stats(&self) -> Option<JitStats> {
+        self.hart.jit_stats()
     }
 
     /// Instructions executed so far.

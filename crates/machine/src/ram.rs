@@ -5,10 +5,15 @@ use crate::devices::layout::RAM_BASE;
 /// Page size for code-cache and dirty-page bookkeeping.
 const PAGE: usize = crate::PAGE_SIZE;
 
-/// Page flag: decoded code from the page is cached (a write must invalidate it).
-const CODE: u8 = 1;
+/// Page flag: decoded code from the page is cached (a write to it must be checked
+/// against [`Ram::code_map`]).
+pub(crate) const CODE: u8 = 1;
+/// Granularity of [`Ram::code_map`]: a write invalidates a page's cached code only if
+/// it touches one of the 64-byte chunks the code came from, so data sharing a page
+/// with code (small programs, .bss after .text) does not throw the code away.
+const CHUNK: usize = PAGE / 64;
 /// Page flag: written since the last [`Ram::take_dirty`].
-const DIRTY: u8 = 2;
+pub(crate) const DIRTY: u8 = 2;
 
 /// Guest RAM. Safe slice accesses; little-endian (the RISC-V memory model).
 ///
@@ -19,8 +24,10 @@ pub struct Ram {
     /// Per 4 KiB page: [`CODE`] and [`DIRTY`]. A store's only bookkeeping is one
     /// compare against `DIRTY` (the common case: a dirty page holding no cached code).
     flags: Vec<u8>,
-    /// Per page: bumped whenever a page holding cached code is written.
+    /// Per page: bumped whenever a write touches cached code on the page.
     gen: Vec<u32>,
+    /// Per page: bit i set if cached code came from bytes `[64 i, 64 i + 64)`.
+    code_map: Vec<u64>,
 }
 
 impl Ram {
@@ -36,6 +43,7 @@ impl Ram {
             bytes,
             flags: vec![DIRTY; pages],
             gen: vec![0; pages],
+            code_map: vec![0; pages],
         }
     }
 
@@ -43,6 +51,13 @@ impl Ram {
     #[inline]
     pub fn size(&self) -> u64 {
         self.bytes.len() as u64
+    }
+
+    /// The bytes and the per-page flags, for compiled code: it reads and writes RAM
+    /// directly, and stores directly only to pages whose flags are exactly [`DIRTY`]
+    /// (no bookkeeping to do); every other access goes through the methods here.
+    pub(crate) fn raw_parts(&mut self) -> (*mut u8, *const u8) {
+        (self.bytes.as_mut_ptr(), self.flags.as_ptr())
     }
 
     /// Number of 4 KiB pages.
@@ -70,43 +85,52 @@ impl Ram {
     }
 
     /// Write the low `N` bytes of `v` at RAM offset `off` (naturally aligned, so within
-    /// one page). Returns true if the page held cached code, which is now stale.
+    /// one page). Returns true if it overwrote cached code, which is now stale.
     #[inline(always)]
     pub fn write_at<const N: usize>(&mut self, off: usize, v: u64) -> bool {
         self.bytes[off..off + N].copy_from_slice(&v.to_le_bytes()[..N]);
         let page = off / PAGE;
         if self.flags[page] != DIRTY {
-            return self.mark(page);
+            return self.mark(page, off % PAGE, N);
         }
         false
     }
 
-    /// Note a write to `page`: set it dirty and drop its cached code. Returns true if
-    /// it held cached code (now stale).
+    /// Note a write to `[at, at + len)` within `page`: set it dirty, and if it touched
+    /// cached code, drop all of the page's cached code. Returns true in that case.
     #[cold]
-    fn mark(&mut self, page: usize) -> bool {
-        let had_code = self.flags[page] & CODE != 0;
-        self.flags[page] = DIRTY;
-        if had_code {
-            self.gen[page] = self.gen[page].wrapping_add(1);
+    fn mark(&mut self, page: usize, at: usize, len: usize) -> bool {
+        self.flags[page] |= DIRTY;
+        if self.flags[page] & CODE == 0 || self.code_map[page] & chunks(at, len) == 0 {
+            return false;
         }
-        had_code
+        self.flags[page] &= !CODE;
+        self.code_map[page] = 0;
+        self.gen[page] = self.gen[page].wrapping_add(1);
+        true
     }
 
-    /// Note writes to the pages covering RAM offsets `[off, off + len)`.
+    /// Note writes to RAM offsets `[off, off + len)`.
     fn mark_range(&mut self, off: usize, len: usize) {
-        for page in off / PAGE..(off + len).div_ceil(PAGE) {
+        let end = off + len;
+        let mut at = off;
+        while at < end {
+            let page = at / PAGE;
+            let stop = end.min((page + 1) * PAGE);
             if self.flags[page] != DIRTY {
-                self.mark(page);
+                self.mark(page, at % PAGE, stop - at);
             }
+            at = stop;
         }
     }
 
-    /// Note that code from the page at RAM offset `off` is being cached; returns the
-    /// page's generation, which changes when the page is next written.
-    pub fn cache_code(&mut self, off: usize) -> u32 {
+    /// Note that code from RAM offsets `[off, off + len)` (within one page) is being
+    /// cached; returns the page's generation, which changes when that code is
+    /// overwritten.
+    pub fn cache_code(&mut self, off: usize, len: usize) -> u32 {
         let page = off / PAGE;
         self.flags[page] |= CODE;
+        self.code_map[page] |= chunks(off % PAGE, len.max(1));
         self.gen[page]
     }
 
@@ -188,6 +212,18 @@ impl Ram {
     }
 }
 
+/// The [`Ram::code_map`] bits of the chunks that `[at, at + len)` (within a page,
+/// `len` ≥ 1) touches.
+fn chunks(at: usize, len: usize) -> u64 {
+    let (first, last) = (at / CHUNK, (at + len - 1).min(PAGE - 1) / CHUNK);
+    let upto = if last == 63 {
+        u64::MAX
+    } else {
+        (1u64 << (last + 1)) - 1
+    };
+    upto & !((1u64 << first) - 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,7 +249,7 @@ mod tests {
     #[test]
     fn load_invalidates_cached_code() {
         let mut ram = Ram::new(2 * PAGE as u64);
-        let g = ram.cache_code(PAGE);
+        let g = ram.cache_code(PAGE, 16);
         assert!(ram.load(RAM_BASE + PAGE as u64 - 1, &[1, 2]));
         assert_ne!(ram.code_gen(PAGE), g);
     }
@@ -266,7 +302,7 @@ mod tests {
     fn writes_invalidate_cached_code_whether_or_not_the_page_is_dirty() {
         let mut ram = Ram::new(2 * PAGE as u64);
         // Dirty page holding code (flags == DIRTY | CODE): the write must invalidate.
-        let g = ram.cache_code(PAGE);
+        let g = ram.cache_code(PAGE, 16);
         assert!(ram.write_at::<4>(PAGE + 4, 7));
         assert_ne!(ram.code_gen(PAGE), g);
         // Invalidated once; further writes are plain.
@@ -275,23 +311,55 @@ mod tests {
         assert_eq!(ram.code_gen(PAGE), g);
         // Clean page holding code (flags == CODE).
         ram.take_dirty();
-        let g = ram.cache_code(PAGE);
+        let g = ram.cache_code(PAGE, 16);
         assert!(ram.write_at::<2>(PAGE + 2, 1));
         assert_ne!(ram.code_gen(PAGE), g);
         assert_eq!(ram.take_dirty(), vec![1]);
         // Caching code keeps the dirty bit; set_page and as_mut_slice invalidate too.
         assert!(ram.load(RAM_BASE + PAGE as u64, &[0]));
-        let g = ram.cache_code(PAGE);
+        let g = ram.cache_code(PAGE, 16);
         assert_eq!(ram.take_dirty(), vec![1]);
         assert!(ram.set_page(1, &[0; PAGE]));
         assert_ne!(ram.code_gen(PAGE), g);
-        let g = ram.cache_code(PAGE);
+        let g = ram.cache_code(PAGE, 16);
         ram.as_mut_slice();
         assert_ne!(ram.code_gen(PAGE), g);
         // Taking the dirty set leaves the code flag alone.
-        let g = ram.cache_code(0);
+        let g = ram.cache_code(0, 16);
         ram.take_dirty();
         assert!(ram.write_at::<1>(0, 1));
         assert_ne!(ram.code_gen(0), g);
+    }
+
+    #[test]
+    fn writes_beside_cached_code_on_its_page_keep_it() {
+        let mut ram = Ram::new(2 * PAGE as u64);
+        // Code from bytes 0x100..0x140 (chunks 4 and 5, as cached blocks may straddle).
+        let g = ram.cache_code(PAGE + 0x100, 0x40);
+        assert!(!ram.write_at::<8>(PAGE + 0xf8, 1), "the chunk before");
+        assert!(!ram.write_at::<8>(PAGE + 0x180, 1), "the chunk after");
+        assert!(ram.load(RAM_BASE + PAGE as u64 + 0x800, &[1; 0x800]));
+        assert_eq!(
+            ram.code_gen(PAGE),
+            g,
+            "data beside the code leaves it valid"
+        );
+        assert_eq!(ram.take_dirty(), vec![0, 1]);
+        // The code stays watched: a write into it, even to a now clean page, invalidates.
+        assert!(ram.write_at::<1>(PAGE + 0x13f, 1));
+        assert_ne!(ram.code_gen(PAGE), g);
+        // A range write that reaches into code from another page invalidates too.
+        let g = ram.cache_code(PAGE, 2);
+        assert!(ram.load(RAM_BASE + PAGE as u64 - 4, &[0; 5]));
+        assert_ne!(ram.code_gen(PAGE), g);
+    }
+
+    #[test]
+    fn chunk_masks_cover_exactly_the_touched_chunks() {
+        assert_eq!(chunks(0, 1), 1);
+        assert_eq!(chunks(63, 2), 0b11);
+        assert_eq!(chunks(64, 64), 0b10);
+        assert_eq!(chunks(0, PAGE), u64::MAX);
+        assert_eq!(chunks(PAGE - 1, 1), 1 << 63);
     }
 }

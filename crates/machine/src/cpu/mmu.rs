@@ -11,7 +11,7 @@ use super::trap::{Access, Exception, Priv};
 use super::Hart;
 use crate::bus::Bus;
 
-const TLB_ENTRIES: usize = 256;
+pub(crate) const TLB_ENTRIES: usize = 256;
 const PAGE_SHIFT: u64 = 12;
 const INVALID: u64 = u64::MAX;
 
@@ -20,8 +20,10 @@ const F_USER: u8 = 1;
 /// Entry flag: readable only through MXR.
 const F_MXR: u8 = 2;
 
+/// A TLB entry; compiled code reads it at the offsets below.
 #[derive(Clone, Copy)]
-struct Entry {
+#[repr(C)]
+pub(crate) struct Entry {
     vpn: u64,
     ppage: u64,
     flags: u8,
@@ -46,7 +48,31 @@ impl Default for Tlb {
     }
 }
 
+/// Where compiled code finds an entry's fields, and a set's first entry.
+pub(crate) mod layout {
+    use super::{Entry, TLB_ENTRIES};
+    use crate::cpu::trap::{Access, Priv};
+    /// Size of an entry.
+    pub const ENTRY: usize = std::mem::size_of::<Entry>();
+    /// Offset of the virtual page number.
+    pub const VPN: usize = std::mem::offset_of!(Entry, vpn);
+    /// Offset of the physical page address.
+    pub const PPAGE: usize = std::mem::offset_of!(Entry, ppage);
+    /// Offset of the flags byte.
+    pub const FLAGS: usize = std::mem::offset_of!(Entry, flags);
+    /// Offset of the set for privilege `prv` (U or S) and access `acc` from
+    /// [`super::Tlb::raw_base`].
+    pub fn set(prv: Priv, acc: Access) -> usize {
+        ((prv as usize) * 3 + acc as usize) * TLB_ENTRIES * ENTRY
+    }
+}
+
 impl Tlb {
+    /// The address of the first set, for compiled code (see [`layout`]).
+    pub(crate) fn raw_base(&self) -> *const u8 {
+        self.sets.as_ptr().cast()
+    }
+
     /// Invalidate every entry.
     pub fn flush(&mut self) {
         *self = Tlb::default();
@@ -67,7 +93,7 @@ const PTE_RESERVED: u64 = 0x3ff << 54;
 impl Hart {
     /// The privilege that data accesses use (MPRV, privileged spec 3.1.6.3).
     #[inline(always)]
-    fn data_priv(&self) -> Priv {
+    pub(crate) fn data_priv(&self) -> Priv {
         let c = &self.s.csr;
         if self.s.prv == Priv::M && c.mstatus & mstatus::MPRV != 0 {
             Priv::from_bits(c.mstatus >> mstatus::MPP_SHIFT)

@@ -7,6 +7,7 @@ pub mod decode;
 mod disasm;
 mod exec;
 pub mod fp;
+pub mod jit;
 pub mod mmu;
 #[cfg(test)]
 mod tests;
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use trap::{Exception, Priv};
 
 /// Blocks in the decoded-code cache (direct-mapped by physical address).
-const BLOCK_SLOTS: usize = 1 << 12;
+const BLOCK_SLOTS: usize = 1 << 16;
 /// Longest block, in instructions.
 const MAX_BLOCK: usize = 64;
 
@@ -32,7 +33,14 @@ struct Block {
     /// Shared so the run loop holds a handle (a non-atomic count: the machine is
     /// single-threaded) while executing.
     insns: std::rc::Rc<[(Insn, u8)]>,
+    /// Times run by the interpreter while a JIT is attached ([`NEVER`]: not compilable).
+    hits: u32,
+    /// Compiled code and the data mode it was compiled for.
+    code: Option<(jit::BlockFn, jit::DataMode)>,
 }
+
+/// [`Block::hits`] of a block the JIT refused.
+const NEVER: u32 = u32::MAX;
 
 /// Architectural state of a hart: everything guest-visible, nothing cached.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +81,8 @@ pub struct Hart {
     pub sbi_intercept: bool,
     /// The hart is stuck: its trap handler's own address cannot be fetched.
     pub trap_loop: bool,
+    /// The compiler, when the JIT engine is chosen.
+    jit: Option<Box<jit::Jit>>,
 }
 
 impl Hart {
@@ -101,6 +111,37 @@ impl Hart {
             attention: true,
             sbi_intercept: false,
             trap_loop: false,
+            jit: None,
+        }
+    }
+
+    /// Choose the engine; [`jit::Engine::Jit`] falls back to the interpreter where
+    /// the host has no code generator. Results never depend on the choice.
+    pub fn set_engine(&mut self, engine: jit::Engine, code_limit: usize, hot: u32) {
+        self.drop_code();
+        self.jit = match engine {
+            jit::Engine::Interp => None,
+            jit::Engine::Jit => jit::Jit::new(code_limit, hot).map(Box::new),
+        };
+    }
+
+    /// The engine in use.
+    pub fn engine(&self) -> jit::Engine {
+        match self.jit {
+            Some(_) => jit::Engine::Jit,
+            None => jit::Engine::Interp,
+        }
+    }
+
+    /// The JIT's code-cache figures, if it is in use.
+    pub fn jit_stats(&self) -> Option<jit::JitStats> {
+        self.jit.as_ref().map(|j| j.stats())
+    }
+
+    /// Forget every compiled entry point (before the code cache is emptied).
+    fn drop_code(&mut self) {
+        for b in self.blocks.iter_mut().flatten() {
+            b.code = None;
         }
     }
 
@@ -114,7 +155,13 @@ impl Hart {
     /// touched, WFI). Interrupts are checked by the caller before each batch.
     pub fn run_batch(&mut self, bus: &mut Bus, until: u64) {
         self.attention = false;
+        // Fixed for the batch: whatever changes it raises the attention flag.
+        let mode = self.jit.as_ref().map(|_| self.data_mode());
+        // The exit the last compiled block left through, to link to the next one.
+        let mut pending = jit::LinkSlot::NONE;
         while self.s.icount < until && !(self.attention | bus.attention) {
+            // Only the very next block may be linked to that exit.
+            let exit = std::mem::replace(&mut pending, jit::LinkSlot::NONE);
             let slot = match self.block_at_pc(bus) {
                 Ok(Some(slot)) => slot,
                 Ok(None) => {
@@ -136,6 +183,13 @@ impl Hart {
                     continue;
                 }
             };
+            if let Some(mode) = mode {
+                if let Some(f) = self.compiled(bus, slot, mode, until) {
+                    Hart::link(exit, f);
+                    pending = self.run_compiled(bus, f, until);
+                    continue;
+                }
+            }
             // A cheap handle on the block's instructions: execution never touches the
             // block cache, and a local slice keeps the loop tight.
             let Some(insns) = self.blocks[slot].as_ref().map(|b| b.insns.clone()) else {
@@ -164,6 +218,52 @@ impl Hart {
         }
     }
 
+    /// The compiled code for the block in `slot`, compiling it if it is hot; `None`
+    /// if it must be interpreted (not hot yet, refused, or longer than the budget).
+    #[inline]
+    fn compiled(
+        &mut self,
+        bus: &mut Bus,
+        slot: usize,
+        mode: jit::DataMode,
+        until: u64,
+    ) -> Option<jit::BlockFn> {
+        let hot = self.jit.as_ref()?.hot;
+        let b = self.blocks[slot].as_mut()?;
+        if b.insns.len() as u64 > until - self.s.icount {
+            return None;
+        }
+        if let Some((f, m)) = b.code {
+            if m == mode {
+                return Some(f);
+            }
+        }
+        if b.hits < hot || b.hits == NEVER {
+            b.hits = b.hits.saturating_add((b.hits != NEVER) as u32);
+            return None;
+        }
+        let (insns, paddr) = (b.insns.clone(), b.paddr);
+        match self
+            .jit
+            .as_mut()?
+            .compile(&insns, paddr, mode, bus.ram.size())
+        {
+            jit::Compiled::Code(f) => {
+                let b = self.blocks[slot].as_mut()?;
+                b.code = Some((f, mode));
+                Some(f)
+            }
+            jit::Compiled::Flushed => {
+                self.drop_code();
+                None
+            }
+            jit::Compiled::Refused => {
+                self.blocks[slot].as_mut()?.hits = NEVER;
+                None
+            }
+        }
+    }
+
     /// The cached block starting at `pc` (decoding it if needed), as a slot index;
     /// `None` if the first instruction cannot be cached (it straddles a page).
     #[inline(always)]
@@ -184,11 +284,14 @@ impl Hart {
         if insns.is_empty() {
             return Ok(None);
         }
-        let gen = bus.ram.cache_code(off);
+        let bytes = insns.iter().map(|&(_, len)| len as usize).sum();
+        let gen = bus.ram.cache_code(off, bytes);
         self.blocks[slot] = Some(Block {
             paddr,
             gen,
             insns: insns.into(),
+            hits: 0,
+            code: None,
         });
         Ok(Some(slot))
     }

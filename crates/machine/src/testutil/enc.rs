@@ -2,7 +2,8 @@
 //! map), pinned to riscv64-linux-gnu-as output by `tests::encoder_matches_binutils`.
 #![allow(dead_code)]
 
-fn r_type(op: u32, f3: u32, f7: u32, rd: u32, rs1: u32, rs2: u32) -> u32 {
+/// An R-type word.
+pub fn r_type(op: u32, f3: u32, f7: u32, rd: u32, rs1: u32, rs2: u32) -> u32 {
     f7 << 25 | rs2 << 20 | rs1 << 15 | f3 << 12 | rd << 7 | op
 }
 fn check_imm(imm: i32, bits: u32) {
@@ -12,11 +13,13 @@ fn check_imm(imm: i32, bits: u32) {
         "immediate {imm} does not fit {bits} bits"
     );
 }
-fn i_type(op: u32, f3: u32, rd: u32, rs1: u32, imm: i32) -> u32 {
+/// An I-type word.
+pub fn i_type(op: u32, f3: u32, rd: u32, rs1: u32, imm: i32) -> u32 {
     check_imm(imm, 12);
     (imm as u32 & 0xfff) << 20 | rs1 << 15 | f3 << 12 | rd << 7 | op
 }
-fn s_type(op: u32, f3: u32, rs1: u32, rs2: u32, imm: i32) -> u32 {
+/// An S-type word.
+pub fn s_type(op: u32, f3: u32, rs1: u32, rs2: u32, imm: i32) -> u32 {
     check_imm(imm, 12);
     let imm = imm as u32;
     (imm >> 5 & 0x7f) << 25 | rs2 << 20 | rs1 << 15 | f3 << 12 | (imm & 0x1f) << 7 | op
