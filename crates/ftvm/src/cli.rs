@@ -39,6 +39,20 @@ pub enum Command {
     Demo(DemoArgs),
 }
 
+/// How guest code runs.
+#[derive(Args, Clone, Copy)]
+pub struct EngineArg {
+    /// The execution engine: `jit` compiles hot guest code to host code, `interp` is
+    /// the reference interpreter. Results are identical; a log never depends on it.
+    #[arg(
+        long,
+        value_name = "jit|interp",
+        env = "FTVM_ENGINE",
+        default_value = "jit"
+    )]
+    pub engine: ftvm_machine::Engine,
+}
+
 /// Options every node of a pair takes.
 #[derive(Args, Clone)]
 pub struct NodeArgs {
@@ -72,6 +86,8 @@ pub struct NodeArgs {
     /// /tmp/ftvm].
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub engine: EngineArg,
 }
 
 #[derive(Args)]
@@ -146,6 +162,8 @@ pub struct DemoArgs {
     pub dir: Option<PathBuf>,
     #[command(flatten)]
     pub machine: MachineArgs,
+    #[command(flatten)]
+    pub engine: EngineArg,
 }
 
 #[derive(Args)]
@@ -200,6 +218,8 @@ pub struct ReplayArgs {
     /// instead of replaying as fast as the machine can.
     #[arg(long)]
     pub realtime: bool,
+    #[command(flatten)]
+    pub engine: EngineArg,
 }
 
 /// Options describing a machine and its boot files.
@@ -263,4 +283,6 @@ pub struct RunArgs {
     /// not allowed).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["kernel", "initrd", "bios"])]
     pub restore: Option<PathBuf>,
+    #[command(flatten)]
+    pub engine: EngineArg,
 }

@@ -139,7 +139,7 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode> {
         Some(_) => None,
         None => Some(boot_config(&args.machine, devices)?),
     };
-    let machine = match (&args.restore, &cfg) {
+    let mut machine = match (&args.restore, &cfg) {
         (Some(path), _) => {
             let bytes = read_file("snapshot", path)?;
             Machine::restore(&bytes)
@@ -148,6 +148,7 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode> {
         (None, Some(cfg)) => Machine::new(cfg).context("cannot boot")?,
         (None, None) => unreachable!("a boot configuration exists when not restoring"),
     };
+    machine.set_engine(args.engine.engine);
     let until = ICount(args.stop_at.unwrap_or(u64::MAX));
     let mut driver = Driver::new(machine, backends, std::io::stdout());
     if let Some(rec) = record {
@@ -178,11 +179,9 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode> {
                 };
                 // A reboot keeps the disk (and its backend); RAM and devices start over.
                 let (_, backends) = driver.into_parts();
-                driver = Driver::new(
-                    Machine::new(cfg).context("cannot reboot")?,
-                    backends,
-                    std::io::stdout(),
-                );
+                let mut machine = Machine::new(cfg).context("cannot reboot")?;
+                machine.set_engine(args.engine.engine);
+                driver = Driver::new(machine, backends, std::io::stdout());
                 driver.stop = stop.clone();
             }
         }
@@ -192,6 +191,7 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode> {
         eprintln!("ftvm: {}", journal.finish(m.icount().0, m.state_hash())?);
     }
     let m = &driver.machine;
+    report_engine(m);
     if let Some(path) = &args.save {
         std::fs::write(path, m.save())
             .with_context(|| format!("cannot write snapshot '{}'", path.display()))?;
@@ -202,7 +202,7 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode> {
 
 /// `ftvm replay`.
 pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
-    let mut r = Replayer::open(&args.log, std::io::stdout())?;
+    let mut r = Replayer::open(&args.log, std::io::stdout(), args.engine.engine)?;
     if args.realtime {
         r.realtime = Some(std::time::Instant::now());
     }
@@ -211,10 +211,27 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         Replayed::Truncated(why) => eprintln!("ftvm: warning: {why}; replayed up to there"),
     }
     let m = &r.replay.machine;
+    report_engine(m);
     if let Some(path) = &args.save {
         std::fs::write(path, m.save())
             .with_context(|| format!("cannot write snapshot '{}'", path.display()))?;
     }
     eprintln!("icount={} state_hash={:032x}", m.icount(), m.state_hash());
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line on the engine and, for the JIT, its code cache.
+fn report_engine(m: &Machine) {
+    match m.jit_stats() {
+        Some(j) => eprintln!(
+            "engine=jit compiled_blocks={} compiled_insns={} code_cache={}/{} KiB flushes={} refused={}",
+            j.compiled,
+            j.compiled_insns,
+            j.code_bytes >> 10,
+            j.code_limit >> 10,
+            j.flushes,
+            j.refused
+        ),
+        None => eprintln!("engine=interp"),
+    }
 }

@@ -155,13 +155,14 @@ fn try_join(
         }
         _ => None,
     };
-    let machine = super::transfer::receive(&mut r, machine, copy.as_ref(), &mut |bytes| {
+    let mut machine = super::transfer::receive(&mut r, machine, copy.as_ref(), &mut |bytes| {
         if bytes >= next_report {
             eprintln!("ftvm: received {} MiB", bytes >> 20);
             next_report += 32 << 20;
         }
     })
     .map_err(|e| JoinError::Retry(format!("the transfer failed: {e:#}")))?;
+    machine.set_engine(node.engine);
     let log = LogReader::open(r)
         .map_err(|e| JoinError::Retry(format!("the log failed to start: {e}")))?;
     log.header()
@@ -240,7 +241,7 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
         bail!("--primary needs at least one address");
     }
     let stop = crate::services::stop_on_signals()?;
-    let mut status_file = StatusFile::new(&node.run_dir, &node.vm, &node.name);
+    let mut status_file = StatusFile::new(&node.run_dir, &node.vm, &node.name, node.engine);
     let base = Status {
         vm: node.vm.clone(),
         node: node.name.clone(),

@@ -212,6 +212,8 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
             secret.display().to_string(),
             "--run-dir".into(),
             run.display().to_string(),
+            "--engine".into(),
+            args.engine.engine.to_string(),
         ]
     };
     let mut primary_args = vec![

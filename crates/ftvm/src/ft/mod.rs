@@ -66,6 +66,8 @@ pub struct Node {
     pub hash_every: u64,
     /// Where the node reports its status.
     pub run_dir: PathBuf,
+    /// The engine that runs the guest here.
+    pub engine: ftvm_machine::Engine,
 }
 
 impl Node {
@@ -101,6 +103,7 @@ impl Node {
             max_lag: Duration::from_millis(a.max_lag_ms),
             hash_every: a.hash_every.max(1),
             run_dir: a.run_dir.clone().unwrap_or_else(status::default_run_dir),
+            engine: a.engine.engine,
         })
     }
 
@@ -191,7 +194,8 @@ pub fn primary(args: &PrimaryArgs) -> Result<ExitCode> {
     };
     let (devcfg, backends) = crate::run::devices(&devices, false)?;
     let cfg = crate::run::boot_config(&args.machine, devcfg)?;
-    let machine = Machine::new(&cfg).context("cannot boot")?;
+    let mut machine = Machine::new(&cfg).context("cannot boot")?;
+    machine.set_engine(node.engine);
     let stop = crate::services::stop_on_signals()?;
     let mut driver = Driver::new(machine, backends, std::io::stdout());
     driver.journal = Some(Box::new(primary::Primary::new(

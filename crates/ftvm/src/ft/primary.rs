@@ -108,7 +108,7 @@ impl Primary {
                     });
                 }
             })?;
-        let status = StatusFile::new(&node.run_dir, &node.vm, &node.name);
+        let status = StatusFile::new(&node.run_dir, &node.vm, &node.name, node.engine);
         eprintln!(
             "ftvm: {} is the primary of VM {} (generation {generation}); a backup may connect on {}",
             node.name, node.vm, node.listen

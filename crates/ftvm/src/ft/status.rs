@@ -44,6 +44,9 @@ pub struct Status {
     pub throttled: u64,
     /// When this report was written (ms since the Unix epoch).
     pub updated_unix_ms: u64,
+    /// The engine running the guest (`jit` or `interp`).
+    #[serde(default)]
+    pub engine: String,
 }
 
 /// The directory nodes report into: `$FTVM_RUN_DIR`, else `<tmp>/ftvm`.
@@ -63,11 +66,12 @@ fn unix_ms() -> u64 {
 pub struct StatusFile {
     path: PathBuf,
     last: Option<Instant>,
+    engine: ftvm_machine::Engine,
 }
 
 impl StatusFile {
     /// The file for `node` of `vm` in `dir` (created if missing).
-    pub fn new(dir: &Path, vm: &str, node: &str) -> StatusFile {
+    pub fn new(dir: &Path, vm: &str, node: &str, engine: ftvm_machine::Engine) -> StatusFile {
         let _ = std::fs::create_dir_all(dir);
         let safe: String = format!("{vm}.{node}")
             .chars()
@@ -82,6 +86,7 @@ impl StatusFile {
         StatusFile {
             path: dir.join(format!("{safe}.json")),
             last: None,
+            engine,
         }
     }
 
@@ -93,6 +98,7 @@ impl StatusFile {
     /// Write `st` (best effort: status must never stop a guest).
     pub fn write(&mut self, st: &mut Status) {
         st.pid = std::process::id();
+        st.engine = self.engine.to_string();
         st.updated_unix_ms = unix_ms();
         self.last = Some(Instant::now());
         let tmp = self.path.with_extension("tmp");
@@ -158,10 +164,11 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
         let generation = here.iter().map(|n| n.generation).max().unwrap_or(0);
         println!("VM {vm}: {overall}, generation {generation}");
         println!(
-            "  {:<22} {:<8} {:<13} {:>4} {:>14} {:>12} {:>9} {:>11} {:>7}",
+            "  {:<22} {:<8} {:<13} {:<6} {:>4} {:>14} {:>12} {:>9} {:>11} {:>7}",
             "NODE",
             "ROLE",
             "STATE",
+            "ENGINE",
             "GEN",
             "ICOUNT",
             "LAG (insns)",
@@ -177,10 +184,11 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode> {
             };
             let age = now.saturating_sub(n.updated_unix_ms);
             println!(
-                "  {:<22} {:<8} {:<13} {:>4} {:>14} {:>12} {:>9.1} {:>11.1} {:>7}{}",
+                "  {:<22} {:<8} {:<13} {:<6} {:>4} {:>14} {:>12} {:>9.1} {:>11.1} {:>7}{}",
                 n.node,
                 n.role,
                 state,
+                n.engine,
                 n.generation,
                 n.icount,
                 n.lag_insns,

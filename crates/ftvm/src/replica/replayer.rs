@@ -189,7 +189,7 @@ pub struct Replayer<W: Write> {
 impl<W: Write> Replayer<W> {
     /// Open a log and build its machine from the embedded configuration; refuses a
     /// log whose initial state does not match (a different build of the machine).
-    pub fn open(path: &Path, console: W) -> Result<Replayer<W>> {
+    pub fn open(path: &Path, console: W, engine: ftvm_machine::Engine) -> Result<Replayer<W>> {
         let file =
             File::open(path).with_context(|| format!("cannot open log '{}'", path.display()))?;
         let log = LogReader::open(BufReader::new(file))
@@ -197,7 +197,8 @@ impl<W: Write> Replayer<W> {
         let h = log.header();
         let cfg: BootConfig = postcard::from_bytes(&h.config)
             .context("the log's machine configuration cannot be decoded")?;
-        let machine = Machine::new(&cfg).context("cannot build the recorded machine")?;
+        let mut machine = Machine::new(&cfg).context("cannot build the recorded machine")?;
+        machine.set_engine(engine);
         h.check(&config_digest(&h.config), machine.state_hash())
             .map_err(|e| anyhow::anyhow!("log '{}': {e}", path.display()))?;
         Ok(Replayer {
