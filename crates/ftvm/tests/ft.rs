@@ -664,3 +664,38 @@ fn a_disk_copy_includes_the_writes_made_while_it_was_sent() {
     rest_img.truncate(64 << 20);
     assert!(rest_copy == rest_img, "the copy differs from the image");
 }
+
+/// The engines are interchangeable across the pair: the primary interprets, the
+/// backup compiles (state hashes checked every 5 M instructions), and the backup
+/// takes over with every acknowledged increment.
+#[test]
+fn a_pair_can_run_the_interpreter_on_one_side_and_the_jit_on_the_other() {
+    let _one = serial();
+    let mut c = Cluster::new("mixed-engines");
+    let (p, b) = (free_port(), free_port());
+    c.primary_with("P", p, &["--engine", "interp", "--hash-every", "5000000"]);
+    c.wait_counter();
+    let secret = c.secret.clone();
+    c.backup("B", b, p, &secret);
+    c.wait_state("P", "primary", "protected", Duration::from_secs(60));
+    let status = c.ftvm_status();
+    let engine_of = |node: &str| {
+        status
+            .lines()
+            .find(|l| l.split_whitespace().any(|w| w == node))
+            .map(|l| l.contains("interp"))
+    };
+    assert_eq!(engine_of("P"), Some(true), "{status}");
+    assert_eq!(engine_of("B"), Some(false), "{status}");
+    let mut last = 0;
+    for _ in 0..30 {
+        last = c.counter("inc").unwrap();
+    }
+    // A divergence (a checkpoint's hash or an output differing) would stop the backup.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(c.state("B").0, "backup", "{}", c.logs());
+    assert!(!c.log("B").contains("divergence"), "{}", c.logs());
+    c.kill("P");
+    c.wait_state("B", "primary", "unprotected", Duration::from_secs(20));
+    assert_eq!(c.counter("inc").unwrap(), last + 1, "{}", c.logs());
+}
