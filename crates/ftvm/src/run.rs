@@ -224,13 +224,14 @@ pub fn replay(args: &ReplayArgs) -> Result<ExitCode> {
 fn report_engine(m: &Machine) {
     match m.jit_stats() {
         Some(j) => eprintln!(
-            "engine=jit compiled_blocks={} compiled_insns={} code_cache={}/{} KiB flushes={} refused={}",
+            "engine=jit compiled_blocks={} compiled_insns={} code_cache={}/{} KiB flushes={} refused={} compile_ms={}",
             j.compiled,
             j.compiled_insns,
             j.code_bytes >> 10,
             j.code_limit >> 10,
             j.flushes,
-            j.refused
+            j.refused,
+            j.compile_time.as_millis()
         ),
         None => eprintln!("engine=interp"),
     }
