@@ -226,11 +226,23 @@ impl Cluster {
     }
 
     fn backup(&mut self, name: &str, listen: u16, primary: u16, secret: &Path) {
+        self.backup_with(name, listen, primary, secret, &[]);
+    }
+
+    fn backup_with(
+        &mut self,
+        name: &str,
+        listen: u16,
+        primary: u16,
+        secret: &Path,
+        extra: &[&str],
+    ) {
         let mut a = vec![
             "backup".to_string(),
             "--primary".into(),
             format!("127.0.0.1:{primary}"),
         ];
+        a.extend(extra.iter().map(|s| s.to_string()));
         a.extend(self.node_args(name, listen, secret));
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         self.spawn(name, &a);
@@ -676,7 +688,8 @@ fn a_pair_can_run_the_interpreter_on_one_side_and_the_jit_on_the_other() {
     c.primary_with("P", p, &["--engine", "interp", "--hash-every", "5000000"]);
     c.wait_counter();
     let secret = c.secret.clone();
-    c.backup("B", b, p, &secret);
+    // Explicit on both sides (FTVM_ENGINE may set the default for the whole suite).
+    c.backup_with("B", b, p, &secret, &["--engine", "jit"]);
     c.wait_state("P", "primary", "protected", Duration::from_secs(60));
     let status = c.ftvm_status();
     let engine_of = |node: &str| {

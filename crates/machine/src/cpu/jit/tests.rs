@@ -327,6 +327,7 @@ fn a_tiny_code_cache_is_emptied_when_full_and_results_do_not_change() {
     a.halt();
     let bytes = a.bytes();
     let mut m = machine_with(elf(&bytes));
+    m.set_engine(Engine::Jit);
     m.set_jit_threshold(1);
     m.set_code_cache_limit(16 << 10);
     while !matches!(m.run(ICount(u64::MAX)), Exit::PowerOff { .. }) {}
