@@ -1,0 +1,534 @@
+//! The live side of a pair (DESIGN.md §4) as a state machine. The caller runs the
+//! guest, writes log entries and reads acks; this core decides when outputs leave (the
+//! [`OutputGate`]), when a heartbeat is due, when the backup is presumed lost, when to
+//! ask the arbiter and what its answer means, and how a shutdown ends.
+//!
+//! A primary that boots a guest first wins generation 0 of its VM at the arbiter under
+//! a name unique to this boot: a primary restarted by a supervisor (whose former backup
+//! may be live) loses to its own earlier incarnation and halts instead of running a
+//! second copy of the guest.
+
+use crate::gate::OutputGate;
+use crate::{Plant, Seq, Time, Timing, Verdict};
+
+/// Where a primary is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrimaryPhase {
+    /// Booting: the guest may not run before this node won generation 0.
+    Claiming,
+    /// Live without a backup: outputs leave at once.
+    Unprotected,
+    /// Live with a backup holding the log: outputs wait for its acks.
+    Protected,
+    /// The backup is lost: the guest runs, outputs wait for the arbiter's answer.
+    Arbitrating,
+    /// A shutdown waits for the backup to acknowledge what is held.
+    Stopping,
+    /// Ended cleanly.
+    Stopped,
+    /// The other side won (or this boot was refused): must not run.
+    Halted,
+}
+
+/// What the caller must do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PrimaryAction<T> {
+    /// The guest may run from now on.
+    Start,
+    /// Send a progress entry (the heartbeat) now.
+    Heartbeat,
+    /// This output may reach the world.
+    Release(T),
+    /// Ask the arbiter's test-and-set for `generation` under the name `claimant`.
+    Ask {
+        /// The generation.
+        generation: u64,
+        /// The name to ask under.
+        claimant: String,
+    },
+    /// Close the channel to the backup: it is presumed lost.
+    DropBackup(String),
+    /// From now on the shared disk must refuse writes from an epoch below `epoch`.
+    Fence {
+        /// The epoch (the generation this node won).
+        epoch: u64,
+    },
+    /// Stop the guest and exit: another node is (or may be) live.
+    Halt(String),
+    /// The shutdown is complete; `dropped` outputs never left (the backup had not
+    /// acknowledged them).
+    Stopped {
+        /// Outputs that never left.
+        dropped: usize,
+    },
+}
+
+#[derive(Debug)]
+struct Link {
+    backup: String,
+    attached: Time,
+    last_sent: Time,
+    last_ack: Option<Time>,
+}
+
+/// The primary's core.
+#[derive(Debug)]
+pub struct Primary<T> {
+    name: String,
+    claimant: String,
+    timing: Timing,
+    phase: PrimaryPhase,
+    generation: u64,
+    epoch: u64,
+    link: Option<Link>,
+    gate: OutputGate<T>,
+    /// The outstanding arbiter request: generation, when asked.
+    asked: Option<(u64, Time)>,
+    /// When a shutdown began, and whether the guest is gone too.
+    stopping: Option<Time>,
+    actions: Vec<PrimaryAction<T>>,
+}
+
+impl<T> Primary<T> {
+    /// A primary about to boot a new guest: asks for generation 0 first, under a name
+    /// unique to this boot (`name#incarnation`).
+    pub fn boot(
+        name: &str,
+        incarnation: &str,
+        timing: Timing,
+        plant: Option<Plant>,
+        now: Time,
+    ) -> Primary<T> {
+        let mut p = Primary::new(name, timing, plant, PrimaryPhase::Claiming, 0);
+        p.claimant = format!("{name}#{incarnation}");
+        p.ask(0, now);
+        p
+    }
+
+    /// A node that just went live after winning `generation` (see
+    /// [`crate::Backup::go_live`]): unprotected until a new backup joins.
+    pub fn live(name: &str, generation: u64, timing: Timing, plant: Option<Plant>) -> Primary<T> {
+        let mut p = Primary::new(name, timing, plant, PrimaryPhase::Unprotected, generation);
+        p.epoch = generation;
+        p
+    }
+
+    fn new(
+        name: &str,
+        timing: Timing,
+        plant: Option<Plant>,
+        phase: PrimaryPhase,
+        generation: u64,
+    ) -> Primary<T> {
+        Primary {
+            name: name.into(),
+            claimant: name.into(),
+            timing,
+            phase,
+            generation,
+            epoch: generation,
+            link: None,
+            gate: OutputGate::new(plant),
+            asked: None,
+            stopping: None,
+            actions: Vec::new(),
+        }
+    }
+
+    /// The actions decided since the last call, in order.
+    pub fn actions(&mut self) -> Vec<PrimaryAction<T>> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// Where this primary is.
+    pub fn phase(&self) -> PrimaryPhase {
+        self.phase
+    }
+
+    /// Whether the guest may execute now.
+    pub fn may_run(&self) -> bool {
+        matches!(
+            self.phase,
+            PrimaryPhase::Unprotected | PrimaryPhase::Protected | PrimaryPhase::Arbitrating
+        )
+    }
+
+    /// Whether a backup holds the log.
+    pub fn protected(&self) -> bool {
+        self.phase == PrimaryPhase::Protected
+    }
+
+    /// Whether the backup confirmed it holds the guest (its first ack).
+    pub fn confirmed(&self) -> bool {
+        self.link.as_ref().is_some_and(|l| l.last_ack.is_some())
+    }
+
+    /// The pair's generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The generation this node won: its shared-disk writes carry it.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The protecting backup's name.
+    pub fn backup(&self) -> Option<&str> {
+        self.link.as_ref().map(|l| l.backup.as_str())
+    }
+
+    /// Outputs the Output Rule holds.
+    pub fn held(&self) -> usize {
+        self.gate.len()
+    }
+
+    /// The highest sequence number the backup acknowledged.
+    pub fn acked(&self) -> Seq {
+        self.gate.acked()
+    }
+
+    /// The generation a new pair takes: past everything the arbiter decided for the VM
+    /// (`decided`) and past this node's own.
+    pub fn next_generation(&self, decided: Option<u64>) -> u64 {
+        decided.unwrap_or(0).max(self.generation) + 1
+    }
+
+    fn ask(&mut self, generation: u64, now: Time) {
+        self.asked = Some((generation, now));
+        self.actions.push(PrimaryAction::Ask {
+            generation,
+            claimant: if generation == 0 && self.phase == PrimaryPhase::Claiming {
+                self.claimant.clone()
+            } else {
+                self.name.clone()
+            },
+        });
+    }
+
+    fn flush_gate(&mut self) {
+        for o in self.gate.release() {
+            self.actions.push(PrimaryAction::Release(o));
+        }
+    }
+
+    /// The arbiter answered for `generation`.
+    pub fn arbiter(&mut self, generation: u64, verdict: Verdict, _now: Time) {
+        if self.asked.map(|(g, _)| g) != Some(generation) {
+            return; // a stale or duplicated answer
+        }
+        self.asked = None;
+        match (self.phase, verdict) {
+            (PrimaryPhase::Claiming, Verdict::Won) => {
+                self.phase = PrimaryPhase::Unprotected;
+                self.actions.push(PrimaryAction::Start);
+            }
+            (PrimaryPhase::Claiming, Verdict::Lost { winner }) => {
+                self.phase = PrimaryPhase::Halted;
+                self.actions.push(PrimaryAction::Halt(format!(
+                    "{} will not boot the guest: {winner} already started this VM (a restarted primary must join as a backup)",
+                    self.name
+                )));
+            }
+            (PrimaryPhase::Arbitrating, Verdict::Won) => {
+                self.phase = PrimaryPhase::Unprotected;
+                self.epoch = generation;
+                self.actions
+                    .push(PrimaryAction::Fence { epoch: generation });
+                self.gate.sole_owner();
+                self.flush_gate();
+            }
+            (PrimaryPhase::Arbitrating, Verdict::Lost { winner }) => {
+                // The winner is live and re-sends what may not have left: nothing held
+                // here may reach the world now, acknowledged or not.
+                self.phase = PrimaryPhase::Halted;
+                let (_, dropped) = self.gate.close();
+                self.actions.push(PrimaryAction::Halt(format!(
+                    "{} halts: {winner} won generation {generation} and is live ({dropped} held outputs dropped)",
+                    self.name
+                )));
+            }
+            _ => {}
+        }
+    }
+
+    /// A backup finished its transfer; the pair takes `generation` and the log starts.
+    pub fn attached(&mut self, backup: &str, generation: u64, now: Time) {
+        if self.phase != PrimaryPhase::Unprotected {
+            return;
+        }
+        self.phase = PrimaryPhase::Protected;
+        self.generation = generation;
+        self.gate.protect();
+        self.link = Some(Link {
+            backup: backup.into(),
+            attached: now,
+            last_sent: now,
+            last_ack: None,
+        });
+    }
+
+    /// An entry went onto the channel.
+    pub fn sent(&mut self, now: Time) {
+        if let Some(l) = &mut self.link {
+            l.last_sent = now;
+        }
+    }
+
+    /// The guest produced `out`, logged as entry `seq` (`None`: not logged — no
+    /// backup, or the channel failed).
+    pub fn output(&mut self, seq: Option<Seq>, out: T) {
+        self.gate.hold(seq, out);
+        self.flush_gate();
+    }
+
+    /// The backup acknowledged every entry through `seq`.
+    pub fn ack(&mut self, seq: Seq, now: Time) {
+        let Some(l) = &mut self.link else { return };
+        l.last_ack = Some(now);
+        self.gate.ack(seq);
+        self.flush_gate();
+        self.check_stopped();
+    }
+
+    /// The channel to the backup failed (closed, refused a write, or out of order).
+    pub fn channel_failed(&mut self, why: &str, now: Time) {
+        match self.phase {
+            PrimaryPhase::Protected => self.lose(why, now),
+            PrimaryPhase::Stopping => self.stop_now(),
+            _ => {}
+        }
+    }
+
+    fn lose(&mut self, why: &str, now: Time) {
+        self.phase = PrimaryPhase::Arbitrating;
+        self.link = None;
+        self.actions.push(PrimaryAction::DropBackup(why.into()));
+        self.ask(self.generation, now);
+    }
+
+    /// Time passes: heartbeats, the backup's silence, arbiter retries, a shutdown's end.
+    pub fn tick(&mut self, now: Time) {
+        let t = self.timing;
+        match self.phase {
+            PrimaryPhase::Protected | PrimaryPhase::Stopping => {
+                let Some(l) = &mut self.link else { return };
+                let (heard, limit) = match l.last_ack {
+                    Some(a) => (a, t.timeout),
+                    None => (l.attached, t.join_timeout.max(t.timeout)),
+                };
+                if now.since(heard) >= limit {
+                    let why = format!("no acknowledgment for {}", now.since(heard));
+                    self.channel_failed(&why, now);
+                } else if self.stopping.is_some_and(|s| now.since(s) >= t.timeout) {
+                    self.stop_now();
+                } else if now.since(l.last_sent) >= t.heartbeat
+                    && self.phase == PrimaryPhase::Protected
+                {
+                    l.last_sent = now;
+                    self.actions.push(PrimaryAction::Heartbeat);
+                }
+            }
+            PrimaryPhase::Claiming | PrimaryPhase::Arbitrating => {
+                if let Some((g, at)) = self.asked {
+                    if now.since(at) >= t.arbiter_retry {
+                        self.ask(g, now);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A signal, or the guest powered off or reset: end the run. Outputs the backup has
+    /// not acknowledged never leave (it may go live from before them); while protected
+    /// the shutdown waits up to the timeout for its acks.
+    pub fn shutdown(&mut self, now: Time) {
+        match self.phase {
+            PrimaryPhase::Protected => {
+                self.phase = PrimaryPhase::Stopping;
+                self.stopping = Some(now);
+                self.check_stopped();
+            }
+            PrimaryPhase::Unprotected | PrimaryPhase::Arbitrating | PrimaryPhase::Claiming => {
+                self.stop_now()
+            }
+            _ => {}
+        }
+    }
+
+    fn check_stopped(&mut self) {
+        if self.phase == PrimaryPhase::Stopping && self.gate.oldest_wait().is_none() {
+            self.stop_now();
+        }
+    }
+
+    fn stop_now(&mut self) {
+        let (out, dropped) = self.gate.close();
+        self.actions
+            .extend(out.into_iter().map(PrimaryAction::Release));
+        self.phase = PrimaryPhase::Stopped;
+        self.link = None;
+        self.actions.push(PrimaryAction::Stopped { dropped });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(ms: u64) -> Time {
+        Time::ms(ms)
+    }
+
+    fn protected() -> Primary<&'static str> {
+        let mut p = Primary::boot("A", "1", Timing::default(), None, t(0));
+        p.arbiter(0, Verdict::Won, t(1));
+        p.actions();
+        p.attached("B", 1, t(2));
+        p
+    }
+
+    #[test]
+    fn a_booting_primary_runs_the_guest_only_after_winning_generation_zero() {
+        let mut p: Primary<()> = Primary::boot("A", "77", Timing::default(), None, t(0));
+        assert!(!p.may_run());
+        assert_eq!(
+            p.actions(),
+            vec![PrimaryAction::Ask {
+                generation: 0,
+                claimant: "A#77".into()
+            }]
+        );
+        p.tick(t(150));
+        assert!(matches!(
+            p.actions()[..],
+            [PrimaryAction::Ask { generation: 0, .. }]
+        ));
+        p.arbiter(0, Verdict::Won, t(151));
+        assert!(p.may_run());
+        assert_eq!(p.actions(), vec![PrimaryAction::Start]);
+    }
+
+    #[test]
+    fn a_restarted_primary_halts_instead_of_booting_a_second_copy() {
+        let mut p: Primary<()> = Primary::boot("A", "2", Timing::default(), None, t(0));
+        p.actions();
+        p.arbiter(
+            0,
+            Verdict::Lost {
+                winner: "A#1".into(),
+            },
+            t(1),
+        );
+        assert!(!p.may_run());
+        assert!(matches!(p.actions()[..], [PrimaryAction::Halt(_)]));
+    }
+
+    #[test]
+    fn heartbeats_go_out_after_silence_and_silence_from_the_backup_means_it_is_lost() {
+        let mut p = protected();
+        p.tick(t(5));
+        assert!(p.actions().is_empty());
+        p.tick(t(12));
+        assert_eq!(p.actions(), vec![PrimaryAction::Heartbeat]);
+        p.ack(Seq(1), t(13));
+        p.tick(t(200));
+        p.actions();
+        p.tick(t(313));
+        let a = p.actions();
+        assert!(
+            matches!(&a[..], [PrimaryAction::DropBackup(_), PrimaryAction::Ask { generation: 1, claimant }] if claimant == "A")
+        );
+        assert_eq!(p.phase(), PrimaryPhase::Arbitrating);
+    }
+
+    #[test]
+    fn outputs_held_when_the_backup_is_lost_leave_only_after_winning() {
+        let mut p = protected();
+        p.output(Some(Seq(1)), "a");
+        p.channel_failed("closed", t(3));
+        p.output(None, "b");
+        assert!(!p
+            .actions()
+            .iter()
+            .any(|a| matches!(a, PrimaryAction::Release(_))));
+        p.arbiter(1, Verdict::Won, t(4));
+        assert_eq!(
+            p.actions(),
+            vec![
+                PrimaryAction::Fence { epoch: 1 },
+                PrimaryAction::Release("a"),
+                PrimaryAction::Release("b")
+            ]
+        );
+        assert_eq!(p.epoch(), 1);
+    }
+
+    #[test]
+    fn a_primary_that_loses_the_arbiter_releases_nothing_even_if_acknowledged() {
+        let mut p = protected();
+        p.output(Some(Seq(3)), "a");
+        p.channel_failed("cut", t(3));
+        p.ack(Seq(3), t(4)); // a late ack on the dead channel
+        p.actions();
+        p.arbiter(1, Verdict::Lost { winner: "B".into() }, t(5));
+        let a = p.actions();
+        assert!(matches!(&a[..], [PrimaryAction::Halt(_)]), "{a:?}");
+        assert!(!p.may_run());
+    }
+
+    #[test]
+    fn a_shutdown_waits_for_acks_and_drops_what_stays_unacknowledged() {
+        let mut p = protected();
+        p.output(Some(Seq(1)), "a");
+        p.output(Some(Seq(2)), "b");
+        p.shutdown(t(10));
+        assert!(p.actions().is_empty());
+        assert!(!p.may_run());
+        p.ack(Seq(1), t(11));
+        assert_eq!(p.actions(), vec![PrimaryAction::Release("a")]);
+        p.tick(t(200));
+        assert!(p.actions().is_empty());
+        p.tick(t(311));
+        assert_eq!(p.actions(), vec![PrimaryAction::Stopped { dropped: 1 }]);
+    }
+
+    #[test]
+    fn a_shutdown_with_everything_acknowledged_ends_at_once() {
+        let mut p = protected();
+        p.output(Some(Seq(1)), "a");
+        p.ack(Seq(1), t(3));
+        p.actions();
+        p.shutdown(t(4));
+        assert_eq!(p.actions(), vec![PrimaryAction::Stopped { dropped: 0 }]);
+    }
+
+    #[test]
+    fn a_stale_arbiter_answer_is_ignored() {
+        let mut p = protected();
+        p.arbiter(0, Verdict::Lost { winner: "X".into() }, t(3));
+        assert!(p.actions().is_empty());
+        assert_eq!(p.phase(), PrimaryPhase::Protected);
+    }
+
+    #[test]
+    fn a_new_backup_has_until_the_join_timeout_to_confirm() {
+        let mut p = protected();
+        p.tick(t(5_000));
+        assert_eq!(p.actions(), vec![PrimaryAction::Heartbeat]);
+        assert!(p.protected());
+        p.tick(t(10_003));
+        assert!(p
+            .actions()
+            .iter()
+            .any(|a| matches!(a, PrimaryAction::DropBackup(_))));
+    }
+
+    #[test]
+    fn the_next_pair_takes_a_generation_past_everything_decided() {
+        let p = protected();
+        assert_eq!(p.next_generation(None), 2);
+        assert_eq!(p.next_generation(Some(7)), 8);
+    }
+}
