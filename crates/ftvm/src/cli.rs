@@ -37,6 +37,9 @@ pub enum Command {
     /// The whole system on this machine: switch, arbiter, primary, backup and a spare;
     /// a client increments the guest's counter while the primary is killed (SIGKILL).
     Demo(DemoArgs),
+    /// Simulate a whole cluster (switch, arbiter, nodes, disk, clients) around the real
+    /// FT core, seed by seed, injecting faults and checking what clients observe.
+    Sim(SimArgs),
 }
 
 /// How guest code runs.
@@ -285,4 +288,28 @@ pub struct RunArgs {
     pub restore: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArg,
+}
+
+/// `ftvm sim`.
+#[derive(Args)]
+pub struct SimArgs {
+    /// How many seeds to run.
+    #[arg(long, default_value_t = 1000)]
+    pub seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 0)]
+    pub first_seed: u64,
+    /// The guest: `model` (the counter as a small state machine). The Linux guest is
+    /// not simulated yet.
+    #[arg(long, default_value = "model")]
+    pub guest: String,
+    /// Switch on one planted bug (see --list-plants).
+    #[arg(long)]
+    pub plant: Option<String>,
+    /// Name the planted bugs, one per line.
+    #[arg(long)]
+    pub list_plants: bool,
+    /// Print every delivered message of each seed to stderr.
+    #[arg(long)]
+    pub trace: bool,
 }

@@ -7,6 +7,7 @@ mod guest;
 mod replica;
 mod run;
 mod services;
+mod sim;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
         cli::Command::Backup(args) => ft::backup::backup(&args),
         cli::Command::Status(args) => ft::status::status(&args),
         cli::Command::Demo(args) => ft::demo::demo(&args),
+        cli::Command::Sim(args) => sim::sim(&args),
     };
     match result {
         Ok(code) => code,

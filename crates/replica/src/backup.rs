@@ -5,6 +5,7 @@
 //! the arbiter said yes — how to go live ([`Backup::go_live`]).
 
 use crate::{Plant, Seq, Time, Timing, Verdict};
+
 use ftvm_log::EntryKind;
 use std::collections::VecDeque;
 
@@ -148,6 +149,13 @@ impl<T: Clone> Backup<T> {
         }
     }
 
+    /// Requests the primary had carried out but not yet seen answered when it sent the
+    /// guest ([`crate::Primary::in_flight`]): the replay will never produce them, so
+    /// unless the log answers them, go-live must re-issue them.
+    pub fn in_flight(&mut self, requests: Vec<(RequestId, T)>) {
+        self.pending.extend(requests);
+    }
+
     /// The actions decided since the last call, in order.
     pub fn actions(&mut self) -> Vec<BackupAction<T>> {
         std::mem::take(&mut self.actions)
@@ -268,7 +276,10 @@ impl<T: Clone> Backup<T> {
     }
 
     fn check_caught_up(&mut self, now: Time) {
-        if self.phase == BackupPhase::CatchingUp && self.applied >= self.newest {
+        // The primary may release outputs under the lease our last acks granted: wait it
+        // out (see [`Timing::lease`]).
+        let leased = now < self.last_heard + self.timing.lease;
+        if self.phase == BackupPhase::CatchingUp && self.applied >= self.newest && !leased {
             if self.plant == Some(Plant::LiveWithoutWinning) {
                 self.go_live(now);
                 return;
@@ -298,6 +309,7 @@ impl<T: Clone> Backup<T> {
                     self.ack(now);
                 }
             }
+            BackupPhase::CatchingUp => self.check_caught_up(now),
             BackupPhase::Arbitrating
                 if self.asked.is_some_and(|a| now.since(a) >= t.arbiter_retry) =>
             {
@@ -388,8 +400,16 @@ mod tests {
 
     const DISK: u8 = 1;
 
+    /// The default clocks without the lease (tested on its own).
+    fn no_lease() -> Timing {
+        Timing {
+            lease: Time(0),
+            ..Timing::default()
+        }
+    }
+
     fn backup() -> Backup<&'static str> {
-        Backup::new("B", 1, 100, Timing::default(), None, t(0))
+        Backup::new("B", 1, 100, no_lease(), None, t(0))
     }
 
     fn feed(b: &mut Backup<&'static str>, seq: u64, icount: u64, kind: EntryKind, now: Time) {
@@ -403,14 +423,8 @@ mod tests {
         assert_eq!(b.limit(), 100);
         assert!(b.received(Seq(1), 250, EntryKind::Event, t(1)));
         assert_eq!(b.limit(), 250);
-        let planted: Backup<()> = Backup::new(
-            "B",
-            1,
-            100,
-            Timing::default(),
-            Some(Plant::RunPastNewest),
-            t(0),
-        );
+        let planted: Backup<()> =
+            Backup::new("B", 1, 100, no_lease(), Some(Plant::RunPastNewest), t(0));
         assert!(planted.limit() > 100);
     }
 
@@ -504,6 +518,28 @@ mod tests {
     }
 
     #[test]
+    fn a_request_in_flight_during_the_transfer_is_reissued_unless_the_log_answers_it() {
+        let (r1, r2) = (
+            RequestId {
+                device: DISK,
+                id: 1,
+            },
+            RequestId {
+                device: DISK,
+                id: 2,
+            },
+        );
+        let mut b = backup();
+        b.in_flight(vec![(r1, "write 1"), (r2, "write 2")]);
+        feed(&mut b, 1, 110, EntryKind::Event, t(1));
+        b.answered(r1);
+        b.channel_failed("closed", t(2));
+        b.arbiter(1, Verdict::Won, t(3));
+        let a = b.actions();
+        assert!(matches!(a.last(), Some(BackupAction::GoLive(p)) if p.reissue == vec!["write 2"]));
+    }
+
+    #[test]
     fn go_live_resends_only_frames_logged_within_the_uncertainty_window() {
         let mut b = backup();
         feed(&mut b, 1, 110, EntryKind::Output, t(1));
@@ -549,6 +585,26 @@ mod tests {
     }
 
     #[test]
+    fn a_backup_that_gives_up_early_waits_out_the_primarys_lease() {
+        let mut b: Backup<()> = Backup::new("B", 1, 0, Timing::default(), None, t(0));
+        feed_unit(&mut b, 1, 10, t(5));
+        b.channel_failed("a gap", t(6));
+        assert!(!b
+            .actions()
+            .iter()
+            .any(|a| matches!(a, BackupAction::Ask { .. })));
+        b.tick(t(44));
+        assert!(b.actions().is_empty());
+        b.tick(t(45));
+        assert!(matches!(b.actions()[..], [BackupAction::Ask { .. }]));
+    }
+
+    fn feed_unit(b: &mut Backup<()>, seq: u64, icount: u64, now: Time) {
+        assert!(b.received(Seq(seq), icount, EntryKind::Progress, now));
+        b.applied(Seq(seq), icount, now);
+    }
+
+    #[test]
     fn the_end_of_the_log_stops_the_replica_without_going_live() {
         let mut b = backup();
         feed(&mut b, 1, 110, EntryKind::End, t(1));
@@ -563,19 +619,13 @@ mod tests {
 
     #[test]
     fn the_planted_bugs_change_go_live() {
-        let mut b: Backup<&str> = Backup::new(
-            "B",
-            1,
-            0,
-            Timing::default(),
-            Some(Plant::LiveWithoutWinning),
-            t(0),
-        );
+        let mut b: Backup<&str> =
+            Backup::new("B", 1, 0, no_lease(), Some(Plant::LiveWithoutWinning), t(0));
         b.channel_failed("closed", t(1));
         let a = b.actions();
         assert!(matches!(a.last(), Some(BackupAction::GoLive(_))), "{a:?}");
         let mut b: Backup<&str> =
-            Backup::new("B", 1, 0, Timing::default(), Some(Plant::SkipReissue), t(0));
+            Backup::new("B", 1, 0, no_lease(), Some(Plant::SkipReissue), t(0));
         b.produced(
             OutputClass::Request(RequestId {
                 device: DISK,

@@ -98,6 +98,12 @@ impl<T> OutputGate<T> {
         (out, dropped)
     }
 
+    /// The node stops and nothing held may leave: all of it is dropped.
+    pub fn close_dropping(&mut self) -> Vec<T> {
+        self.held.clear();
+        Vec::new()
+    }
+
     /// Outputs waiting.
     pub fn len(&self) -> usize {
         self.held.len()

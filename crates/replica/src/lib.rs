@@ -79,6 +79,11 @@ pub struct Timing {
     /// Frames logged within this window before the primary was lost are sent again at
     /// go-live: their release is uncertain (duplicates are harmless to TCP).
     pub uncertain: Time,
+    /// The primary's lease: an ack of an entry sent at `t` lets outputs leave until
+    /// `t + lease`, and a backup that lost its primary goes live no earlier than `lease`
+    /// after the newest entry it received — so the two never release at once, even
+    /// when the backup gives up early (a gap, a closed channel) and acks arrive late.
+    pub lease: Time,
 }
 
 impl Default for Timing {
@@ -91,6 +96,7 @@ impl Default for Timing {
             join_timeout: Time::ms(10_000),
             arbiter_retry: Time::ms(100),
             uncertain: Time::ms(100),
+            lease: Time::ms(40),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! may be live) loses to its own earlier incarnation and halts instead of running a
 //! second copy of the guest.
 
+use crate::backup::RequestId;
 use crate::gate::OutputGate;
 use crate::{Plant, Seq, Time, Timing, Verdict};
 
@@ -69,6 +70,10 @@ struct Link {
     attached: Time,
     last_sent: Time,
     last_ack: Option<Time>,
+    /// Entries sent and not yet acknowledged, with when.
+    unacked: std::collections::VecDeque<(Seq, Time)>,
+    /// Outputs may leave until then (the lease the newest ack granted).
+    lease_until: Time,
 }
 
 /// The primary's core.
@@ -84,8 +89,14 @@ pub struct Primary<T> {
     gate: OutputGate<T>,
     /// The outstanding arbiter request: generation, when asked.
     asked: Option<(u64, Time)>,
-    /// When a shutdown began, and whether the guest is gone too.
+    /// When a shutdown began.
     stopping: Option<Time>,
+    /// Requests carried out whose answers have not reached the guest yet.
+    in_flight: Vec<(RequestId, T)>,
+    /// The instruction count the backup reported executing to.
+    backup_icount: u64,
+    /// How many instructions the guest may run ahead of the backup's replay.
+    max_lag: u64,
     actions: Vec<PrimaryAction<T>>,
 }
 
@@ -131,6 +142,9 @@ impl<T> Primary<T> {
             gate: OutputGate::new(plant),
             asked: None,
             stopping: None,
+            in_flight: Vec::new(),
+            backup_icount: 0,
+            max_lag: u64::MAX,
             actions: Vec::new(),
         }
     }
@@ -143,6 +157,23 @@ impl<T> Primary<T> {
     /// Where this primary is.
     pub fn phase(&self) -> PrimaryPhase {
         self.phase
+    }
+
+    /// Bound the backup's lag: the guest runs at most `insns` instructions ahead of
+    /// the backup's replay (the failover's catch-up time stays bounded).
+    pub fn set_max_lag(&mut self, insns: u64) {
+        self.max_lag = insns;
+    }
+
+    /// Whether the guest, at instruction `icount`, must wait for the backup to catch up.
+    pub fn throttled(&self, icount: u64) -> bool {
+        self.phase == PrimaryPhase::Protected
+            && icount > self.backup_icount.saturating_add(self.max_lag)
+    }
+
+    /// The backup reported executing to `icount` (carried by its acks).
+    pub fn backup_at(&mut self, icount: u64) {
+        self.backup_icount = self.backup_icount.max(icount);
     }
 
     /// Whether the guest may execute now.
@@ -206,14 +237,19 @@ impl<T> Primary<T> {
         });
     }
 
-    fn flush_gate(&mut self) {
+    fn flush_gate(&mut self, now: Time) {
+        // While protected, only under a lease: the backup cannot be live yet.
+        let guarded = matches!(self.phase, PrimaryPhase::Protected | PrimaryPhase::Stopping);
+        if guarded && self.link.as_ref().is_some_and(|l| now >= l.lease_until) {
+            return;
+        }
         for o in self.gate.release() {
             self.actions.push(PrimaryAction::Release(o));
         }
     }
 
     /// The arbiter answered for `generation`.
-    pub fn arbiter(&mut self, generation: u64, verdict: Verdict, _now: Time) {
+    pub fn arbiter(&mut self, generation: u64, verdict: Verdict, now: Time) {
         if self.asked.map(|(g, _)| g) != Some(generation) {
             return; // a stale or duplicated answer
         }
@@ -236,7 +272,7 @@ impl<T> Primary<T> {
                 self.actions
                     .push(PrimaryAction::Fence { epoch: generation });
                 self.gate.sole_owner();
-                self.flush_gate();
+                self.flush_gate(now);
             }
             (PrimaryPhase::Arbitrating, Verdict::Lost { winner }) => {
                 // The winner is live and re-sends what may not have left: nothing held
@@ -259,43 +295,74 @@ impl<T> Primary<T> {
         }
         self.phase = PrimaryPhase::Protected;
         self.generation = generation;
+        self.backup_icount = 0;
         self.gate.protect();
         self.link = Some(Link {
             backup: backup.into(),
             attached: now,
             last_sent: now,
             last_ack: None,
+            unacked: std::collections::VecDeque::new(),
+            lease_until: Time(0),
         });
     }
 
-    /// An entry went onto the channel.
-    pub fn sent(&mut self, now: Time) {
+    /// Entry `seq` went onto the channel.
+    pub fn sent(&mut self, seq: Seq, now: Time) {
         if let Some(l) = &mut self.link {
             l.last_sent = now;
+            l.unacked.push_back((seq, now));
         }
     }
 
     /// The guest produced `out`, logged as entry `seq` (`None`: not logged — no
     /// backup, or the channel failed).
-    pub fn output(&mut self, seq: Option<Seq>, out: T) {
+    pub fn output(&mut self, seq: Option<Seq>, out: T, now: Time) {
         self.gate.hold(seq, out);
-        self.flush_gate();
+        self.flush_gate(now);
+    }
+
+    /// A request left for the world (disk, entropy) and its answer will come back
+    /// as an input.
+    pub fn requested(&mut self, id: RequestId, out: T) {
+        self.in_flight.push((id, out));
+    }
+
+    /// The answer to request `id` reached the guest (and the log).
+    pub fn answered(&mut self, id: RequestId) {
+        if let Some(i) = self.in_flight.iter().position(|(r, _)| *r == id) {
+            self.in_flight.remove(i);
+        }
+    }
+
+    /// Requests whose answers are still outstanding: a new backup receives them with
+    /// the guest, since its replay will never produce them (see
+    /// [`crate::Backup::in_flight`]).
+    pub fn in_flight(&self) -> Vec<(RequestId, T)>
+    where
+        T: Clone,
+    {
+        self.in_flight.clone()
     }
 
     /// The backup acknowledged every entry through `seq`.
     pub fn ack(&mut self, seq: Seq, now: Time) {
         let Some(l) = &mut self.link else { return };
         l.last_ack = Some(now);
+        while l.unacked.front().is_some_and(|(s, _)| *s <= seq) {
+            let (_, sent) = l.unacked.pop_front().expect("front exists");
+            l.lease_until = l.lease_until.max(sent + self.timing.lease);
+        }
         self.gate.ack(seq);
-        self.flush_gate();
-        self.check_stopped();
+        self.flush_gate(now);
+        self.check_stopped(now);
     }
 
     /// The channel to the backup failed (closed, refused a write, or out of order).
     pub fn channel_failed(&mut self, why: &str, now: Time) {
         match self.phase {
             PrimaryPhase::Protected => self.lose(why, now),
-            PrimaryPhase::Stopping => self.stop_now(),
+            PrimaryPhase::Stopping => self.stop_now(now),
             _ => {}
         }
     }
@@ -321,7 +388,7 @@ impl<T> Primary<T> {
                     let why = format!("no acknowledgment for {}", now.since(heard));
                     self.channel_failed(&why, now);
                 } else if self.stopping.is_some_and(|s| now.since(s) >= t.timeout) {
-                    self.stop_now();
+                    self.stop_now(now);
                 } else if now.since(l.last_sent) >= t.heartbeat
                     && self.phase == PrimaryPhase::Protected
                 {
@@ -348,23 +415,33 @@ impl<T> Primary<T> {
             PrimaryPhase::Protected => {
                 self.phase = PrimaryPhase::Stopping;
                 self.stopping = Some(now);
-                self.check_stopped();
+                self.check_stopped(now);
             }
             PrimaryPhase::Unprotected | PrimaryPhase::Arbitrating | PrimaryPhase::Claiming => {
-                self.stop_now()
+                self.stop_now(now)
             }
             _ => {}
         }
     }
 
-    fn check_stopped(&mut self) {
+    fn check_stopped(&mut self, now: Time) {
         if self.phase == PrimaryPhase::Stopping && self.gate.oldest_wait().is_none() {
-            self.stop_now();
+            self.stop_now(now);
         }
     }
 
-    fn stop_now(&mut self) {
-        let (out, dropped) = self.gate.close();
+    fn stop_now(&mut self, now: Time) {
+        // What the backup acknowledged may leave only under the lease.
+        let leased = match self.phase {
+            PrimaryPhase::Stopping => self.link.as_ref().is_some_and(|l| now < l.lease_until),
+            _ => true,
+        };
+        let (out, dropped) = if leased {
+            self.gate.close()
+        } else {
+            let n = self.gate.len();
+            (self.gate.close_dropping(), n)
+        };
         self.actions
             .extend(out.into_iter().map(PrimaryAction::Release));
         self.phase = PrimaryPhase::Stopped;
@@ -446,9 +523,9 @@ mod tests {
     #[test]
     fn outputs_held_when_the_backup_is_lost_leave_only_after_winning() {
         let mut p = protected();
-        p.output(Some(Seq(1)), "a");
+        p.output(Some(Seq(1)), "a", t(3));
         p.channel_failed("closed", t(3));
-        p.output(None, "b");
+        p.output(None, "b", t(3));
         assert!(!p
             .actions()
             .iter()
@@ -468,7 +545,7 @@ mod tests {
     #[test]
     fn a_primary_that_loses_the_arbiter_releases_nothing_even_if_acknowledged() {
         let mut p = protected();
-        p.output(Some(Seq(3)), "a");
+        p.output(Some(Seq(3)), "a", t(3));
         p.channel_failed("cut", t(3));
         p.ack(Seq(3), t(4)); // a late ack on the dead channel
         p.actions();
@@ -481,8 +558,10 @@ mod tests {
     #[test]
     fn a_shutdown_waits_for_acks_and_drops_what_stays_unacknowledged() {
         let mut p = protected();
-        p.output(Some(Seq(1)), "a");
-        p.output(Some(Seq(2)), "b");
+        p.sent(Seq(1), t(3));
+        p.output(Some(Seq(1)), "a", t(3));
+        p.sent(Seq(2), t(3));
+        p.output(Some(Seq(2)), "b", t(3));
         p.shutdown(t(10));
         assert!(p.actions().is_empty());
         assert!(!p.may_run());
@@ -497,11 +576,42 @@ mod tests {
     #[test]
     fn a_shutdown_with_everything_acknowledged_ends_at_once() {
         let mut p = protected();
-        p.output(Some(Seq(1)), "a");
+        p.sent(Seq(1), t(3));
+        p.output(Some(Seq(1)), "a", t(3));
         p.ack(Seq(1), t(3));
-        p.actions();
+        assert_eq!(p.actions(), vec![PrimaryAction::Release("a")]);
         p.shutdown(t(4));
         assert_eq!(p.actions(), vec![PrimaryAction::Stopped { dropped: 0 }]);
+    }
+
+    #[test]
+    fn an_acknowledged_output_leaves_only_under_the_lease_of_its_ack() {
+        let mut p = protected();
+        p.sent(Seq(1), t(10));
+        p.output(Some(Seq(1)), "a", t(10));
+        p.sent(Seq(2), t(11));
+        p.output(Some(Seq(2)), "b", t(11));
+        // The ack of entry 1 arrives late: its lease (sent at 10 ms + 40 ms) is over.
+        p.ack(Seq(1), t(60));
+        assert!(p.actions().is_empty());
+        // A fresh ack renews it.
+        p.sent(Seq(3), t(61));
+        p.ack(Seq(3), t(62));
+        assert_eq!(
+            p.actions(),
+            vec![PrimaryAction::Release("a"), PrimaryAction::Release("b")]
+        );
+    }
+
+    #[test]
+    fn the_guest_waits_while_the_backup_lags_too_far() {
+        let mut p = protected();
+        p.set_max_lag(1000);
+        p.backup_at(5000);
+        assert!(!p.throttled(6000));
+        assert!(p.throttled(6001));
+        p.backup_at(5500);
+        assert!(!p.throttled(6001));
     }
 
     #[test]
@@ -523,6 +633,19 @@ mod tests {
             .actions()
             .iter()
             .any(|a| matches!(a, PrimaryAction::DropBackup(_))));
+    }
+
+    #[test]
+    fn requests_in_flight_are_known_until_answered() {
+        let mut p = protected();
+        let (a, b) = (
+            RequestId { device: 1, id: 1 },
+            RequestId { device: 1, id: 2 },
+        );
+        p.requested(a, "read");
+        p.requested(b, "write");
+        p.answered(a);
+        assert_eq!(p.in_flight(), vec![(b, "write")]);
     }
 
     #[test]

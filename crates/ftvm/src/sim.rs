@@ -1,0 +1,73 @@
+//! `ftvm sim`: the deterministic cluster simulation (crates/sim) from the command line.
+
+use crate::cli::SimArgs;
+use anyhow::{bail, Result};
+use ftvm_sim::{replay_command, run_seeds, trace_seed, Plant};
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Run the seeds; exit status 1 if any violation was found.
+pub fn sim(args: &SimArgs) -> Result<ExitCode> {
+    if args.list_plants {
+        for p in Plant::ALL {
+            println!("{}", p.name());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.guest != "model" {
+        bail!(
+            "--guest {}: only the model guest is simulated (the Linux guest is not yet)",
+            args.guest
+        );
+    }
+    let plant = match &args.plant {
+        None => None,
+        Some(name) => match Plant::from_name(name) {
+            Some(p) => Some(p),
+            None => bail!("no planted bug is named '{name}' (see --list-plants)"),
+        },
+    };
+    let started = Instant::now();
+    let s = if args.trace {
+        let mut s = ftvm_sim::Summary::default();
+        for seed in args.first_seed..args.first_seed.saturating_add(args.seeds) {
+            let r = trace_seed(seed, plant);
+            s.seeds += 1;
+            s.faults.add(&r.faults);
+            s.ops += r.ops;
+            s.failovers += r.failovers;
+            if !r.violations.is_empty() {
+                s.failing.push(r);
+            }
+        }
+        s
+    } else {
+        run_seeds(args.first_seed, args.seeds, plant, false)
+    };
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "seeds run              {} (from {}), {:.0} seeds/min",
+        s.seeds,
+        args.first_seed,
+        s.seeds as f64 / secs.max(1e-9) * 60.0
+    );
+    if let Some(p) = plant {
+        println!("planted bug            {}", p.name());
+    }
+    println!("client operations      {}", s.ops);
+    println!("failovers              {}", s.failovers);
+    println!("faults injected");
+    for (class, n) in s.faults.classes() {
+        println!("  {class:36} {n}");
+    }
+    println!("seeds with violations  {}", s.failing.len());
+    for r in s.failing.iter().take(5) {
+        println!("{r}");
+        println!("  replay: {}", replay_command(r.seed, plant));
+    }
+    Ok(if s.failing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
