@@ -2,7 +2,9 @@
 //! outputs out (console, frames, disk requests, entropy requests) and brings inputs in
 //! as events (DESIGN.md §1). Every input passes through [`Driver::deliver`], the one
 //! place a [`Journal`] (a recording, or the logging channel to a backup) hooks; every
-//! output passes through the journal too, and waits while the Output Rule holds it.
+//! output passes through the journal too, and leaves when the journal releases it (the
+//! Output Rule is the FT core's, crates/replica). A run that ends (a signal, power-off,
+//! reset) ends through the journal's shutdown: nothing it holds leaves unreleased.
 //!
 //! Time has two modes. **Virtual** (no network): the guest gets no host time at all;
 //! when it idles, guest time jumps to its next timer, so a run is a pure function of
@@ -10,7 +12,7 @@
 //! time by clock events at slice boundaries and idle wake-ups, and an idle guest waits
 //! in real time for its timer or for network traffic.
 
-use crate::replica::{Journal, Release};
+use crate::replica::Journal;
 use anyhow::{bail, Context, Result};
 use ftvm_machine::devices::virtio::{BlkError, BlkRequest, BlkRequestKind};
 use ftvm_machine::{Event, Exit, ICount, Machine, OutputKind};
@@ -18,7 +20,6 @@ use ftvm_usernet::UserNet;
 use ftvm_world::disk::DiskImage;
 use ftvm_world::entropy::HostEntropy;
 use ftvm_world::hostclock::HostClock;
-use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,8 +35,10 @@ const WAITING_SLICE: u64 = 50_000;
 const MAX_IDLE_SLEEP: Duration = Duration::from_millis(20);
 /// Longest sleep while the guest idles with a live journal (heartbeats are due).
 const JOURNAL_IDLE_SLEEP: Duration = Duration::from_millis(2);
-/// Longest sleep while the guest idles and outputs wait for an acknowledgment.
+/// Longest wait while the guest idles and outputs wait for an acknowledgment.
 const WAITING_IDLE_SLEEP: Duration = Duration::from_micros(50);
+/// Longest wait while the guest may not run (the arbiter, a lagging backup, a shutdown).
+const HALTED_WAIT: Duration = Duration::from_millis(1);
 
 /// Where the guest's NIC is plugged in.
 pub enum Network {
@@ -122,8 +125,6 @@ pub struct Driver<W: Write> {
     device_errors: u64,
     /// Where inputs and outputs are logged (a recording, or a primary's channel).
     pub journal: Option<Box<dyn Journal>>,
-    /// Outputs the Output Rule holds: the sequence number whose ack releases them.
-    held: VecDeque<(u64, OutputKind)>,
     /// Set (by a signal handler) to end the run cleanly at the next stop.
     pub stop: Arc<AtomicBool>,
 }
@@ -143,7 +144,6 @@ impl<W: Write> Driver<W> {
             clock,
             device_errors: 0,
             journal: None,
-            held: VecDeque::new(),
             stop: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -164,16 +164,28 @@ impl<W: Write> Driver<W> {
 
     /// Run until the instruction count reaches `until`, power-off or reset.
     pub fn drive(&mut self, until: ICount) -> Result<End> {
+        // How the run ends, once it does: the journal's shutdown completes first.
+        let mut ending: Option<End> = None;
         loop {
-            if self.stop.load(Ordering::Relaxed) {
-                self.carry_outputs()?;
-                self.release_held(true)?;
-                return Ok(End::Interrupted);
+            if ending.is_none() && self.stop.load(Ordering::Relaxed) {
+                ending = Some(self.end(End::Interrupted)?);
             }
             self.service_journal()?;
             let now = self.machine.icount();
+            if let Some(end) = ending.take() {
+                if self.journal.as_ref().is_none_or(|j| j.stopped()) {
+                    return Ok(end);
+                }
+                ending = Some(end);
+                self.wait(HALTED_WAIT);
+                continue;
+            }
+            if !self.journal.as_ref().is_none_or(|j| j.may_run(now.0)) {
+                self.wait(HALTED_WAIT);
+                continue;
+            }
             let slice = match self.clock {
-                _ if !self.held.is_empty() => WAITING_SLICE,
+                _ if self.journal.as_ref().is_some_and(|j| j.holding()) => WAITING_SLICE,
                 Some(_) => LIVE_SLICE,
                 // Without a network only a signal can arrive: look for one now and then.
                 None => VIRTUAL_SLICE,
@@ -197,15 +209,9 @@ impl<W: Write> Driver<W> {
                 Exit::Output => self.carry_outputs()?,
                 Exit::Idle => self.idle()?,
                 Exit::PowerOff { exit_code } => {
-                    self.carry_outputs()?;
-                    self.release_held(true)?;
-                    return Ok(End::PowerOff(exit_code));
+                    ending = Some(self.end(End::PowerOff(exit_code))?);
                 }
-                Exit::Reset => {
-                    self.carry_outputs()?;
-                    self.release_held(true)?;
-                    return Ok(End::Reset);
-                }
+                Exit::Reset => ending = Some(self.end(End::Reset)?),
                 Exit::TrapLoop { cause, pc } => {
                     self.carry_outputs()?;
                     bail!(
@@ -223,6 +229,23 @@ impl<W: Write> Driver<W> {
         }
     }
 
+    /// The run ends as `end`: the last outputs go to the journal, which shuts down.
+    fn end(&mut self, end: End) -> Result<End> {
+        self.carry_outputs()?;
+        if let Some(j) = &mut self.journal {
+            j.shutdown();
+        }
+        Ok(end)
+    }
+
+    /// Wait up to `max` for the journal's news (or just wait, without a journal).
+    fn wait(&mut self, max: Duration) {
+        match &mut self.journal {
+            Some(j) => j.wait(max),
+            None => std::thread::sleep(max),
+        }
+    }
+
     /// Carry the machine's outputs to the world; answer disk and entropy requests.
     fn carry_outputs(&mut self) -> Result<()> {
         let (errors, last) = self.machine.device_errors();
@@ -234,22 +257,12 @@ impl<W: Write> Driver<W> {
             self.device_errors = errors;
         }
         for out in self.machine.take_outputs() {
-            let release = match &mut self.journal {
-                Some(j) => j.output(&out)?,
-                None => Release::Now,
-            };
-            match out.kind {
-                OutputKind::EntropyRequest { id, len } => self.answer_entropy(id, len)?,
-                // Console bytes, frames and disk requests reach the world; held outputs
-                // leave in order: nothing overtakes a waiting one.
-                kind => match release {
-                    Release::Now if self.held.is_empty() => self.release(kind)?,
-                    Release::Now => self.held.push_back((0, kind)),
-                    Release::AfterAck(seq) => self.held.push_back((seq, kind)),
-                },
+            match &mut self.journal {
+                Some(j) => j.output(out)?,
+                None => self.release(out.kind)?,
             }
         }
-        Ok(())
+        self.release_ready()
     }
 
     /// Let an output leave for the world (a disk request is carried out and its
@@ -271,40 +284,29 @@ impl<W: Write> Driver<W> {
                 let ev = self.disk_request(req);
                 self.deliver(ev)?;
             }
-            OutputKind::EntropyRequest { .. } => {
-                unreachable!("entropy requests are answered at once")
-            }
+            OutputKind::EntropyRequest { id, len } => self.answer_entropy(id, len)?,
         }
         Ok(())
     }
 
-    /// Release the held outputs the backup has acknowledged (all of them if `all`).
-    fn release_held(&mut self, all: bool) -> Result<()> {
-        let through = match (&self.journal, all) {
-            (Some(j), false) => j.released_through(),
-            _ => u64::MAX,
+    /// Carry out what the journal lets leave.
+    fn release_ready(&mut self) -> Result<()> {
+        let ready = match &mut self.journal {
+            Some(j) => j.released(),
+            None => return Ok(()),
         };
-        while self.held.front().is_some_and(|(seq, _)| *seq <= through) {
-            let (_, kind) = self.held.pop_front().expect("front exists");
+        for kind in ready {
             self.release(kind)?;
         }
         Ok(())
     }
 
-    /// Give the journal its turn, then release what it acknowledged.
+    /// Give the journal its turn, then carry out what it released.
     fn service_journal(&mut self) -> Result<()> {
         if let Some(j) = &mut self.journal {
-            j.service(&mut self.machine, self.held.len())?;
+            j.service(&mut self.machine)?;
         }
-        self.release_held(false)
-    }
-
-    /// The network port on a switch, if that is where the NIC is plugged in.
-    pub fn switch_port(&mut self) -> Option<&mut ftvm_switch::SwitchPort> {
-        match &mut self.backends.net {
-            Some(Network::Switch(p)) => Some(p),
-            _ => None,
-        }
+        self.release_ready()
     }
 
     /// Answer an entropy request from the host's randomness (an input, logged).
@@ -316,12 +318,12 @@ impl<W: Write> Driver<W> {
         self.deliver(Event::Entropy { id, bytes })
     }
 
-    /// Carry out requests the guest made before this driver took over (a backup going
-    /// live): their answers never reached the log, so this world answers them now.
-    pub fn reissue(&mut self, outputs: Vec<ftvm_machine::Output>) -> Result<()> {
-        for out in outputs {
-            match out.kind {
-                OutputKind::EntropyRequest { id, len } => self.answer_entropy(id, len)?,
+    /// Carry out requests the guest made before this driver took over, and send frames
+    /// again (a backup going live, [`ftvm_replica::Backup::go_live`]): their answers
+    /// never reached the log, so this world answers them now.
+    pub fn reissue(&mut self, outputs: Vec<OutputKind>) -> Result<()> {
+        for kind in outputs {
+            match kind {
                 OutputKind::Console(_) => {}
                 kind => self.release(kind)?,
             }
@@ -434,7 +436,7 @@ impl<W: Write> Driver<W> {
                 return self.deliver_frames(frames);
             }
             let mut wait = match &self.journal {
-                _ if !self.held.is_empty() => WAITING_IDLE_SLEEP,
+                Some(j) if j.holding() => WAITING_IDLE_SLEEP,
                 Some(j) if j.is_live() => JOURNAL_IDLE_SLEEP,
                 _ => MAX_IDLE_SLEEP,
             };
@@ -444,7 +446,7 @@ impl<W: Write> Driver<W> {
             if let Some(net) = &mut self.backends.net {
                 wait = wait.min(net.poll_delay(now));
             }
-            std::thread::sleep(wait);
+            self.wait(wait);
         }
     }
 }

@@ -1,67 +1,107 @@
 //! The backup (DESIGN.md §4): join a running primary by live state transfer, then
-//! replay its log, never past the newest entry held, acknowledging what arrives and
-//! discarding the guest's outputs. When the primary falls silent: replay everything
-//! received, win the arbiter, and go live: take inputs from this host's world from that
-//! instruction on, re-issue outputs whose release is uncertain, announce the guest's
-//! MAC. Then this node is the primary and waits for a new backup.
+//! follow its log as the adapter around the FT core's [`ftvm_replica::Backup`]: the
+//! channel reader feeds it entries (and sends its acks at once), the replay reports
+//! what it applied and produced, and the core decides when the primary is lost, when
+//! to ask the arbiter, and how to go live ([`ftvm_replica::Backup::go_live`]: the
+//! requests the log never answered, including those the final catch-up produced, are
+//! carried out; frames whose release is uncertain are sent again). Plugging into this
+//! host's world after winning is retried until it works. Then this node is the
+//! primary and waits for a new backup.
 
 use super::primary::Primary;
 use super::status::{Status, StatusFile};
 use super::wire::{self, Hello, Message, Offer};
-use super::{run_live, Halted, Node};
+use super::{run_live, Answer, Asker, Clock, Halted, Node};
 use crate::cli::BackupArgs;
 use crate::driver::{Backends, Driver, Network};
 use crate::replica::config_digest;
 use crate::replica::replayer::{Applied, Replay};
 use crate::run::GUEST_MAC;
 use anyhow::{bail, Context, Result};
-use ftvm_arbiter::{ArbiterError, Outcome};
-use ftvm_log::{EntryKind, LogError, LogReader};
+use ftvm_arbiter::ArbiterError;
+use ftvm_log::{Entry, EntryKind, LogError, LogReader};
 use ftvm_machine::devices::virtio::BlkRequestKind;
-use ftvm_machine::{BootConfig, Event, Machine, Output, OutputKind};
+use ftvm_machine::{BootConfig, Event, Machine, OutputKind};
+use ftvm_replica::{Backup, BackupAction, BackupPhase, GoLive, OutputClass, RequestId, Seq, Time};
 use ftvm_world::disk::DiskImage;
 use ftvm_world::entropy::HostEntropy;
 use std::collections::VecDeque;
 use std::io::{BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Entries the backup buffers between the channel and the replay.
-const QUEUE: usize = 200_000;
-/// Frames the guest sent within this window before the primary was lost are sent again
-/// at go-live: their release is uncertain (duplicates are harmless to TCP).
-const UNCERTAIN: Duration = Duration::from_millis(100);
 /// The guest's address on the user-mode network.
 const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+/// The replay's numbering of the devices whose requests come back as inputs.
+const DISK: u8 = 1;
+const ENTROPY: u8 = 2;
 
-/// From the reader thread to the replay.
+/// From the reader thread (and the arbiter's) to the replay.
 enum Msg {
-    Entry(ftvm_log::Entry, Instant),
+    /// An entry the core accepted, and when it arrived.
+    Entry(Entry, Instant),
+    /// The channel failed.
     Lost(String),
+    /// Actions the core decided on the reader's thread (other than acks).
+    Actions(Vec<BackupAction<OutputKind>>),
+    /// The arbiter's answer.
+    Arbiter(u64, Answer),
 }
 
-/// What the channel threads share.
+/// The core and the ack direction of the channel, shared by the reader and the replay.
 struct Shared {
-    received: AtomicU64,
-    executed: AtomicU64,
-    done: AtomicBool,
+    core: Mutex<Backup<OutputKind>>,
     ack_out: Mutex<TcpStream>,
+    clock: Clock,
 }
 
 impl Shared {
-    fn ack(&self) -> bool {
-        let a = wire::encode_ack(
-            self.received.load(Ordering::Acquire),
-            self.executed.load(Ordering::Relaxed),
-        );
-        match self.ack_out.lock() {
-            Ok(mut s) => s.write_all(&a).is_ok(),
-            Err(_) => false,
+    fn core(&self) -> MutexGuard<'_, Backup<OutputKind>> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ack(&self, seq: Seq, icount: u64) {
+        let a = wire::encode_ack(seq.0, icount);
+        if let Ok(mut s) = self.ack_out.lock() {
+            // A failed write shows up as the channel failing on the reader's side.
+            let _ = s.write_all(&a);
+        }
+    }
+}
+
+/// The reader: each entry goes to the core first (acks leave from here at once, as
+/// the Output Rule waits on them), then to the replay.
+fn read_log(log: LogReader<BufReader<TcpStream>>, sh: &Shared, tx: &mpsc::Sender<Msg>) {
+    for item in log {
+        match item {
+            Ok(e) => {
+                let mut core = sh.core();
+                let take = core.received(Seq(e.seq), e.icount, e.kind, sh.clock.now());
+                let mut rest = Vec::new();
+                for a in core.actions() {
+                    match a {
+                        BackupAction::Ack { seq, icount } => sh.ack(seq, icount),
+                        a => rest.push(a),
+                    }
+                }
+                // Sent under the lock: the replay sees every accepted entry before it
+                // sees the core leave the replay.
+                if !rest.is_empty() && tx.send(Msg::Actions(rest)).is_err() {
+                    return;
+                }
+                if take && tx.send(Msg::Entry(e, Instant::now())).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Msg::Lost(describe(&e)));
+                return;
+            }
         }
     }
 }
@@ -219,19 +259,124 @@ fn join(
     }
 }
 
-fn describe(e: &LogError, timeout: Duration) -> String {
+fn describe(e: &LogError) -> String {
     match e {
-        LogError::Io(io)
-            if matches!(
-                io.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            format!("no log traffic for {} ms", timeout.as_millis())
-        }
         LogError::Truncated { .. } => "the primary closed the logging channel".into(),
         e => e.to_string(),
     }
+}
+
+/// What the replay produced, to the core (and, with a disk of our own, the guest's
+/// writes to it: the primary makes them too, once we acknowledged them).
+fn take_produced(
+    replay: &mut Replay<std::io::Stdout>,
+    own: &mut Option<DiskImage>,
+    core: &mut Backup<OutputKind>,
+    node: &str,
+) -> Result<()> {
+    for (out, tag) in replay.produced.drain(..) {
+        let class = match &out.kind {
+            OutputKind::NetFrame(_) => OutputClass::Frame,
+            OutputKind::Disk(req) => {
+                if let Some(d) = own {
+                    let done = match &req.kind {
+                        BlkRequestKind::Write { sector, data } => d.write(*sector, data),
+                        BlkRequestKind::Flush => d.flush(),
+                        BlkRequestKind::Read { .. } => Ok(()),
+                    };
+                    done.with_context(|| format!("{node}: cannot update the disk copy"))?;
+                }
+                OutputClass::Request(RequestId {
+                    device: DISK,
+                    id: req.id,
+                })
+            }
+            OutputKind::EntropyRequest { id, .. } => OutputClass::Request(RequestId {
+                device: ENTROPY,
+                id: *id,
+            }),
+            OutputKind::Console(_) => OutputClass::Other,
+        };
+        core.produced(class, out.kind, Time(tag));
+    }
+    Ok(())
+}
+
+/// The request an event answers, if any.
+fn answers(entry: &Entry) -> Option<RequestId> {
+    if entry.kind != EntryKind::Event {
+        return None;
+    }
+    match postcard::from_bytes::<Event>(&entry.payload) {
+        Ok(Event::Entropy { id, .. }) => Some(RequestId {
+            device: ENTROPY,
+            id,
+        }),
+        Ok(Event::DiskDone { id, .. }) => Some(RequestId { device: DISK, id }),
+        _ => None,
+    }
+}
+
+/// This host's world for a node going live: the switch, the disk, entropy and the
+/// port a new backup connects to. Any of it can fail for a while (the switch
+/// restarting, the shared disk not yet visible); the caller tries again.
+struct World {
+    backends: Backends,
+    listener: TcpListener,
+    switch: SocketAddr,
+}
+
+fn world(
+    node: &Node,
+    args: &BackupArgs,
+    offer: &Offer,
+    own: &mut Option<DiskImage>,
+) -> Result<World> {
+    let switch: SocketAddr = match args.switch {
+        Some(s) => s,
+        None => offer
+            .switch
+            .parse()
+            .context("the primary's switch address cannot be parsed")?,
+    };
+    let disk_spec = offer
+        .disk
+        .as_deref()
+        .map(crate::run::disk_spec)
+        .transpose()?;
+    // The shared disk, where this host sees it (our own copy is current already).
+    let shared =
+        match (&own, &disk_spec) {
+            (None, Some((path, mode))) => {
+                let path = args.disk.as_ref().unwrap_or(path);
+                Some(DiskImage::open(path, *mode).with_context(|| {
+                    format!("cannot open the shared disk at '{}'", path.display())
+                })?)
+            }
+            _ => None,
+        };
+    let entropy = HostEntropy::open().context("cannot open /dev/urandom")?;
+    // Bound only now: until it is live, a spare knocking here is refused at once.
+    let listener = TcpListener::bind(node.listen)
+        .with_context(|| format!("cannot listen for a backup on {}", node.listen))?;
+    // The error names the switch and the cause.
+    let mut port =
+        ftvm_switch::SwitchPort::connect(switch, &node.name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    port.announce(GUEST_MAC, GUEST_IP)
+        .map_err(|e| anyhow::anyhow!("cannot announce the guest's MAC to the switch: {e}"))?;
+    let disk = match disk_spec {
+        None => None,
+        Some(_) => shared.or_else(|| own.take()),
+    };
+    Ok(World {
+        backends: Backends {
+            disk,
+            net: Some(Network::Switch(port)),
+            entropy: Some(entropy),
+        },
+        listener,
+        switch,
+    })
 }
 
 /// `ftvm backup`.
@@ -270,70 +415,61 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
         machine,
     } = joined;
     let generation = offer.generation;
-    stream.set_read_timeout(Some(node.timeout))?;
+    // Silence is the core's to judge (Backup::tick); writes are bounded.
+    stream.set_read_timeout(None)?;
     stream.set_write_timeout(Some(node.timeout))?;
+    let clock = Clock::start();
     let shared = Arc::new(Shared {
-        received: AtomicU64::new(0),
-        executed: AtomicU64::new(machine.icount().0),
-        done: AtomicBool::new(false),
+        core: Mutex::new(Backup::new(
+            &node.name,
+            generation,
+            machine.icount().0,
+            node.timing(),
+            None,
+            clock.now(),
+        )),
         ack_out: Mutex::new(stream.try_clone()?),
+        clock,
     });
-    let (tx, rx) = mpsc::sync_channel(QUEUE);
-    let (sh, timeout) = (shared.clone(), node.timeout);
+    let (tx, rx) = mpsc::channel();
+    let (sh, reader_tx) = (shared.clone(), tx.clone());
     std::thread::Builder::new()
         .name("log-in".into())
-        .spawn(move || {
-            for item in log {
-                match item {
-                    Ok(e) => {
-                        let urgent = matches!(e.kind, EntryKind::Output | EntryKind::End);
-                        sh.received.store(e.seq, Ordering::Release);
-                        if tx.send(Msg::Entry(e, Instant::now())).is_err() {
-                            return;
-                        }
-                        if urgent {
-                            sh.ack();
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Msg::Lost(describe(&e, timeout)));
-                        return;
-                    }
-                }
-            }
-        })?;
-    let sh = shared.clone();
-    std::thread::Builder::new()
-        .name("acks".into())
-        .spawn(move || {
-            while !sh.done.load(Ordering::Relaxed) && sh.ack() {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })?;
+        .spawn(move || read_log(log, &sh, &reader_tx))?;
 
     // With a disk of our own, the guest's writes are applied to it as the replay makes
     // them (the primary makes them too, once we acknowledged them).
-    let disk_spec = offer
+    let mode = offer
         .disk
         .as_deref()
         .map(crate::run::disk_spec)
-        .transpose()?;
-    let mut own = match (&args.own_disk, &disk_spec) {
-        (Some(path), Some((_, mode))) => Some(
-            DiskImage::open(path, *mode)
+        .transpose()?
+        .map(|(_, mode)| mode);
+    let mut own = match (&args.own_disk, mode) {
+        (Some(path), Some(mode)) => Some(
+            DiskImage::open(path, mode)
                 .with_context(|| format!("cannot open the disk copy '{}'", path.display()))?,
         ),
         _ => None,
     };
     let mut replay: Replay<std::io::Stdout> = Replay::new(machine, None);
     replay.keep_outputs = true;
-    let epoch = Instant::now();
-    let mut pending: Vec<Output> = Vec::new();
-    let mut frames: VecDeque<(u64, Output)> = VecDeque::new();
-    let (mut last_arrival, mut last_icount, mut entries) = (0u64, 0u64, 0u64);
-    let lost = loop {
+    let mut queue: VecDeque<(Entry, Instant)> = VecDeque::new();
+    let mut asker = Asker::default();
+    let mut todo: VecDeque<BackupAction<OutputKind>> = VecDeque::new();
+    let (mut entries, mut caught_up, mut lost_at) = (0u64, false, None);
+    let mut lost = String::new();
+    let mut not_live_yet = String::new();
+    let diverged = |e: anyhow::Error| {
+        e.context(format!(
+            "{}: the backup diverged from the primary",
+            node.name
+        ))
+    };
+    let (plan, world) = 'replica: loop {
+        let phase = shared.core().phase();
         if stop.load(Ordering::Relaxed) {
-            shared.done.store(true, Ordering::Relaxed);
+            let _ = stream.shutdown(Shutdown::Both);
             eprintln!(
                 "ftvm: {}: stopping (signal); the primary runs on",
                 node.name
@@ -341,173 +477,194 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
             report("stopped", &mut status_file);
             return Ok(ExitCode::SUCCESS);
         }
-        let (entry, at) = match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(Msg::Entry(e, at)) => (e, at),
-            Ok(Msg::Lost(why)) => break why,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => break "the channel reader ended".into(),
+        // News: wait for it only when the replay has nothing to do.
+        let idle = queue.is_empty() && (phase != BackupPhase::CatchingUp || caught_up);
+        let mut first = if idle {
+            match rx.recv_timeout(Duration::from_millis(5)) {
+                Ok(m) => Some(m),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => unreachable!("this thread holds a sender"),
+            }
+        } else {
+            None
         };
-        let tag = at.duration_since(epoch).as_micros() as u64;
-        last_arrival = tag;
-        last_icount = entry.icount;
-        entries += 1;
-        let answered = match entry.kind {
-            EntryKind::Event => match postcard::from_bytes::<Event>(&entry.payload) {
-                Ok(Event::Entropy { id, .. }) => Some((true, id)),
-                Ok(Event::DiskDone { id, .. }) => Some((false, id)),
-                _ => None,
-            },
-            _ => None,
-        };
-        let applied = replay.apply(&entry, tag).map_err(|e| {
-            report("halted", &mut status_file);
-            e.context(format!(
-                "{}: the backup diverged from the primary",
-                node.name
-            ))
-        })?;
-        shared
-            .executed
-            .store(replay.machine.icount().0, Ordering::Relaxed);
-        for (out, tag) in replay.produced.drain(..) {
-            match out.kind {
-                OutputKind::NetFrame(_) => {
-                    frames.push_back((tag, out));
-                    if frames.len() > 256 {
-                        frames.pop_front();
+        while let Some(m) = first.take().or_else(|| rx.try_recv().ok()) {
+            match m {
+                Msg::Entry(e, at) => queue.push_back((e, at)),
+                Msg::Lost(why) => {
+                    let now = clock.now();
+                    let mut core = shared.core();
+                    core.channel_failed(&why, now);
+                    todo.extend(core.actions());
+                }
+                Msg::Actions(a) => todo.extend(a),
+                Msg::Arbiter(g, answer) => {
+                    if let Some(v) = asker.verdict(&node, answer)? {
+                        let now = clock.now();
+                        let mut core = shared.core();
+                        core.arbiter(g, v, now);
+                        todo.extend(core.actions());
                     }
                 }
-                OutputKind::Disk(ref req) => {
-                    if let Some(d) = &mut own {
-                        let done = match &req.kind {
-                            BlkRequestKind::Write { sector, data } => d.write(*sector, data),
-                            BlkRequestKind::Flush => d.flush(),
-                            BlkRequestKind::Read { .. } => Ok(()),
-                        };
-                        done.with_context(|| {
-                            format!("{}: cannot update the disk copy", node.name)
-                        })?;
-                    }
-                    pending.push(out)
-                }
-                OutputKind::EntropyRequest { .. } => pending.push(out),
-                OutputKind::Console(_) => {}
             }
         }
-        if let Some((entropy, id)) = answered {
-            pending.retain(|o| match &o.kind {
-                OutputKind::EntropyRequest { id: i, .. } => !(entropy && *i == id),
-                OutputKind::Disk(r) => entropy || r.id != id,
-                _ => true,
-            });
+        // The replay: one entry, or the final catch-up once the primary is lost.
+        let replaying = shared.core().replaying();
+        if let Some((entry, at)) = queue.pop_front().filter(|_| replaying) {
+            entries += 1;
+            let answered = answers(&entry);
+            let applied = replay.apply(&entry, clock.at(at).0).map_err(|e| {
+                report("halted", &mut status_file);
+                diverged(e)
+            })?;
+            let now = clock.now();
+            let mut core = shared.core();
+            take_produced(&mut replay, &mut own, &mut core, &node.name)?;
+            if let Some(id) = answered {
+                core.answered(id);
+            }
+            // An output entry is applied once the replay produced it (below, or by a
+            // later entry's run).
+            if entry.kind != EntryKind::Output {
+                core.applied(Seq(entry.seq), replay.machine.icount().0, now);
+            }
+            if applied == Applied::End {
+                core.ended();
+                drop(core);
+                let _ = stream.shutdown(Shutdown::Both);
+                eprintln!(
+                    "ftvm: {}: the primary's guest stopped at instruction {}; so does this replica",
+                    node.name,
+                    replay.machine.icount()
+                );
+                report("stopped", &mut status_file);
+                return Ok(ExitCode::SUCCESS);
+            }
+            todo.extend(core.actions());
+        } else if shared.core().phase() == BackupPhase::CatchingUp && !caught_up {
+            // Every accepted entry is queued (the reader sends under the core's lock);
+            // run to the newest one, producing what its output entries announce.
+            while let Ok(m) = rx.try_recv() {
+                match m {
+                    Msg::Entry(e, at) => queue.push_back((e, at)),
+                    Msg::Actions(a) => todo.extend(a),
+                    Msg::Lost(_) | Msg::Arbiter(..) => {}
+                }
+            }
+            if queue.is_empty() {
+                caught_up = true;
+                let limit = shared.core().limit();
+                replay.catch_up(limit).map_err(diverged)?;
+                let now = clock.now();
+                let mut core = shared.core();
+                take_produced(&mut replay, &mut own, &mut core, &node.name)?;
+                let newest = core.newest();
+                core.applied(newest, replay.machine.icount().0, now);
+                todo.extend(core.actions());
+            }
         }
-        if applied == Applied::End {
-            shared.done.store(true, Ordering::Relaxed);
-            eprintln!(
-                "ftvm: {}: the primary's guest stopped at instruction {}; so does this replica",
-                node.name,
-                replay.machine.icount()
-            );
-            report("stopped", &mut status_file);
-            return Ok(ExitCode::SUCCESS);
+        {
+            let now = clock.now();
+            let mut core = shared.core();
+            core.tick(now);
+            todo.extend(core.actions());
+        }
+        while let Some(a) = todo.pop_front() {
+            match a {
+                BackupAction::Ack { seq, icount } => shared.ack(seq, icount),
+                BackupAction::DropPrimary(why) => {
+                    lost = why;
+                    lost_at = Some(Instant::now());
+                    let _ = stream.shutdown(Shutdown::Both);
+                    report("failing over", &mut status_file);
+                }
+                BackupAction::Ask {
+                    generation,
+                    claimant,
+                } => {
+                    if !lost.is_empty() {
+                        eprintln!(
+                            "ftvm: {}: lost the primary {} ({lost}); replayed all {entries} entries, to instruction {}; asking the arbiter for generation {generation}",
+                            node.name,
+                            offer.primary,
+                            replay.machine.icount()
+                        );
+                        lost.clear();
+                    }
+                    let tx = tx.clone();
+                    asker.ask(&node, generation, claimant, move |g, answer| {
+                        let _ = tx.send(Msg::Arbiter(g, answer));
+                    });
+                }
+                BackupAction::GoLive(plan) => match world(&node, args, &offer, &mut own) {
+                    Ok(w) => break 'replica (plan, w),
+                    Err(e) => {
+                        let why = format!("{e:#}");
+                        if why != not_live_yet {
+                            eprintln!(
+                                "ftvm: {}: won generation {} but cannot go live yet: {why}; trying again",
+                                node.name, plan.generation
+                            );
+                            not_live_yet = why.clone();
+                        }
+                        shared.core().live_failed(&why, clock.now());
+                    }
+                },
+                BackupAction::Halt(why) => {
+                    report("halted", &mut status_file);
+                    let _ = stream.shutdown(Shutdown::Both);
+                    return Err(Halted(format!("{why} of VM {}", node.vm)).into());
+                }
+            }
         }
         if status_file.due() {
             let mut st = base.clone();
-            st.state = "replaying".into();
+            st.state = match shared.core().phase() {
+                BackupPhase::Replaying => "replaying",
+                _ => "failing over",
+            }
+            .into();
             st.generation = generation;
             st.peer = offer.primary.clone();
             st.icount = replay.machine.icount().0;
             status_file.write(&mut st);
         }
     };
-    shared.done.store(true, Ordering::Relaxed);
+    shared.core().went_live();
+    go_live(node, &offer, replay.machine, plan, world, lost_at, stop)
+}
 
-    // Go live (DESIGN.md §4 "Go-live").
-    let detected = Instant::now();
-    replay
-        .catch_up(last_icount)
-        .with_context(|| format!("{}: the backup diverged from the primary", node.name))?;
-    eprintln!(
-        "ftvm: {}: lost the primary {} ({lost}); replayed all {entries} entries, to instruction {}; asking the arbiter for generation {generation}",
-        node.name,
-        offer.primary,
-        replay.machine.icount()
-    );
-    let mut st = base.clone();
-    st.state = "failing over".into();
-    st.generation = generation;
-    st.icount = replay.machine.icount().0;
-    status_file.write(&mut st);
-    match node.arbitrate(generation, &mut || status_file.write(&mut st))? {
-        Outcome::Won => {}
-        Outcome::Lost { winner } => {
-            st.state = "halted".into();
-            status_file.write(&mut st);
-            return Err(Halted(format!(
-                "{} halts: {winner} won generation {generation} of VM {}",
-                node.name, node.vm
-            ))
-            .into());
-        }
-    }
-    let switch: SocketAddr = match args.switch {
-        Some(s) => s,
-        None => offer
-            .switch
-            .parse()
-            .context("the primary's switch address cannot be parsed")?,
-    };
-    let port =
-        ftvm_switch::SwitchPort::connect(switch, &node.name).map_err(|e| anyhow::anyhow!("{e}"))?; // the error names the switch and the cause
-    let disk =
-        match (own.take(), &disk_spec) {
-            (_, None) => None,
-            // Our own copy, current with every write the replay made.
-            (Some(copy), _) => Some(copy),
-            // The shared disk, where this host sees it.
-            (None, Some((path, mode))) => {
-                let path = args.disk.as_ref().unwrap_or(path);
-                Some(DiskImage::open(path, *mode).with_context(|| {
-                    format!("cannot open the shared disk at '{}'", path.display())
-                })?)
-            }
-        };
-    let backends = Backends {
-        disk,
-        net: Some(Network::Switch(port)),
-        entropy: Some(HostEntropy::open().context("cannot open /dev/urandom")?),
-    };
-    // Bound only now: until it is live, a spare knocking here is refused at once.
-    let listener = TcpListener::bind(node.listen)
-        .with_context(|| format!("cannot listen for a backup on {}", node.listen))?;
-    let icount = replay.machine.icount();
-    let mut driver = Driver::new(replay.machine, backends, std::io::stdout());
-    driver.journal = Some(Box::new(Primary::new(
+/// Carry out a go-live plan ([`ftvm_replica::Backup::go_live`]) in this host's world:
+/// live execution starts where the replay reached; the requests the log never
+/// answered are carried out and the uncertain frames sent again; then run live.
+fn go_live(
+    node: Node,
+    offer: &Offer,
+    machine: Machine,
+    plan: GoLive<OutputKind>,
+    world: World,
+    lost_at: Option<Instant>,
+    stop: Arc<AtomicBool>,
+) -> Result<ExitCode> {
+    let icount = machine.icount();
+    let mut driver = Driver::new(machine, world.backends, std::io::stdout());
+    driver.journal = Some(Box::new(Primary::live(
         node.clone(),
-        listener,
+        plan.generation,
+        world.listener,
         offer.config.clone(),
-        switch.to_string(),
+        world.switch.to_string(),
         offer.disk.clone(),
-        generation,
     )?));
-    if let Some(p) = driver.switch_port() {
-        p.announce(GUEST_MAC, GUEST_IP)
-            .context("cannot announce the guest's MAC to the switch")?;
-    }
-    let cutoff = last_arrival.saturating_sub(UNCERTAIN.as_micros() as u64);
-    let resent: Vec<Output> = frames
-        .into_iter()
-        .filter(|(t, _)| *t >= cutoff)
-        .map(|(_, o)| o)
-        .collect();
-    let (nframes, nrequests) = (resent.len(), pending.len());
-    driver.reissue(pending)?;
-    driver.reissue(resent)?;
+    let (nframes, nrequests) = (plan.resend.len(), plan.reissue.len());
+    driver.reissue(plan.reissue)?;
+    driver.reissue(plan.resend)?;
     eprintln!(
-        "ftvm: {}: live as the primary of VM {} (generation {generation}) at instruction {icount}, {} ms after the loss was detected; re-sent {nframes} frames and {nrequests} requests",
+        "ftvm: {}: live as the primary of VM {} (generation {}) at instruction {icount}, {} ms after the loss was detected; re-sent {nframes} frames and {nrequests} requests",
         node.name,
         node.vm,
-        detected.elapsed().as_millis()
+        plan.generation,
+        lost_at.map_or(0, |t| t.elapsed().as_millis())
     );
     run_live(driver, stop)
 }

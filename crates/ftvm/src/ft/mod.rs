@@ -20,13 +20,14 @@ use crate::cli::{DeviceArgs, NodeArgs, PrimaryArgs};
 use crate::driver::{Driver, End};
 use crate::replica::encode_config;
 use anyhow::{bail, Context, Result};
-use ftvm_arbiter::{ArbiterClient, Outcome};
+use ftvm_arbiter::{ArbiterClient, ArbiterError, Outcome};
 use ftvm_machine::{ICount, Machine};
+use ftvm_replica::{Time, Timing, Verdict};
 use ftvm_world::disk::DiskMode;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -107,47 +108,6 @@ impl Node {
         })
     }
 
-    /// Win generation `generation` at the arbiter, or learn who did. Waits (and says
-    /// so) while the arbiter cannot be reached: nobody goes live without it.
-    pub fn arbitrate(&self, generation: u64, on_wait: &mut dyn FnMut()) -> Result<Outcome> {
-        let started = Instant::now();
-        let mut said = false;
-        loop {
-            let attempt = ArbiterClient::connect(
-                self.arbiter,
-                &self.secret,
-                self.timeout.max(Duration::from_millis(500)),
-            )
-            .and_then(|mut c| c.test_and_set(&self.vm, generation, &self.name));
-            match attempt {
-                Ok(o) => {
-                    if said {
-                        eprintln!(
-                            "ftvm: {}: reached the arbiter after {} ms",
-                            self.name,
-                            started.elapsed().as_millis()
-                        );
-                    }
-                    return Ok(o);
-                }
-                Err(ftvm_arbiter::ArbiterError::Unauthenticated(e)) => {
-                    bail!("the arbiter at {} refused us: {e}", self.arbiter)
-                }
-                Err(e) => {
-                    if !said {
-                        eprintln!(
-                            "ftvm: {}: cannot reach the arbiter at {} ({e}); waiting: nobody goes live without it",
-                            self.name, self.arbiter
-                        );
-                        said = true;
-                    }
-                    on_wait();
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        }
-    }
-
     /// The generation a new pair takes: past everything the arbiter has decided for
     /// this VM and past `ours`.
     pub fn next_generation(&self, ours: u64) -> Result<u64> {
@@ -157,6 +117,116 @@ impl Node {
         let decided = c.current(&self.vm)?.unwrap_or(0);
         Ok(decided.max(ours) + 1)
     }
+}
+
+impl Node {
+    /// The FT core's clocks for this node (README "Failure detection").
+    pub fn timing(&self) -> Timing {
+        Timing {
+            timeout: Time(self.timeout.as_micros() as u64),
+            ..Timing::default()
+        }
+    }
+}
+
+/// The host clock as the FT core sees it: microseconds since this node started.
+#[derive(Clone, Copy)]
+pub struct Clock(Instant);
+
+impl Clock {
+    /// A clock starting now.
+    pub fn start() -> Clock {
+        Clock(Instant::now())
+    }
+
+    /// Now.
+    pub fn now(&self) -> Time {
+        self.at(Instant::now())
+    }
+
+    /// The moment `i`.
+    pub fn at(&self, i: Instant) -> Time {
+        Time(i.saturating_duration_since(self.0).as_micros() as u64)
+    }
+}
+
+/// What the arbiter said to one question.
+pub type Answer = std::result::Result<Outcome, ArbiterError>;
+
+/// The adapter between a core and the arbiter: each question the core asks goes out in
+/// its own thread (one at a time; the core asks again after its retry interval), and
+/// the answer comes back through the caller's channel.
+#[derive(Default)]
+pub struct Asker {
+    busy: Arc<AtomicBool>,
+    /// Since when the arbiter could not be reached (said once).
+    unreachable: Option<Instant>,
+}
+
+impl Asker {
+    /// Ask for `generation` under `claimant`; `deliver` receives the answer.
+    pub fn ask(
+        &mut self,
+        node: &Node,
+        generation: u64,
+        claimant: String,
+        deliver: impl FnOnce(u64, Answer) + Send + 'static,
+    ) {
+        if self.busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let busy = self.busy.clone();
+        let (addr, secret, vm) = (node.arbiter, node.secret.clone(), node.vm.clone());
+        let timeout = node.timeout.max(Duration::from_millis(500));
+        std::thread::spawn(move || {
+            let r = ArbiterClient::connect(addr, &secret, timeout)
+                .and_then(|mut c| c.test_and_set(&vm, generation, &claimant));
+            busy.store(false, Ordering::Release);
+            deliver(generation, r);
+        });
+    }
+
+    /// The verdict in an answer, for the core; `None` while the arbiter cannot be
+    /// reached (said once: nobody goes live without it). A refusal is fatal.
+    pub fn verdict(&mut self, node: &Node, answer: Answer) -> Result<Option<Verdict>> {
+        match answer {
+            Ok(o) => {
+                if let Some(t) = self.unreachable.take() {
+                    eprintln!(
+                        "ftvm: {}: reached the arbiter after {} ms",
+                        node.name,
+                        t.elapsed().as_millis()
+                    );
+                }
+                Ok(Some(match o {
+                    Outcome::Won => Verdict::Won,
+                    Outcome::Lost { winner } => Verdict::Lost { winner },
+                }))
+            }
+            Err(ArbiterError::Unauthenticated(e)) => {
+                bail!("the arbiter at {} refused us: {e}", node.arbiter)
+            }
+            Err(e) => {
+                if self.unreachable.is_none() {
+                    eprintln!(
+                        "ftvm: {}: cannot reach the arbiter at {} ({e}); waiting: nobody goes live without it",
+                        node.name, node.arbiter
+                    );
+                    self.unreachable = Some(Instant::now());
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// A name unique to this boot of a primary: a supervisor-restarted primary asks for
+/// generation 0 under a new one, and loses to its earlier incarnation.
+pub fn incarnation() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos}", std::process::id())
 }
 
 /// Run the guest as the live side until it powers off or a signal ends the run.
@@ -198,13 +268,12 @@ pub fn primary(args: &PrimaryArgs) -> Result<ExitCode> {
     machine.set_engine(node.engine);
     let stop = crate::services::stop_on_signals()?;
     let mut driver = Driver::new(machine, backends, std::io::stdout());
-    driver.journal = Some(Box::new(primary::Primary::new(
+    driver.journal = Some(Box::new(primary::Primary::boot(
         node,
         listener,
         encode_config(&cfg),
         args.switch.to_string(),
         args.disk.clone(),
-        0,
     )?));
     run_live(driver, stop)
 }

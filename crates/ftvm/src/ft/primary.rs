@@ -1,42 +1,40 @@
-//! The live side of a pair (DESIGN.md §4): a [`Journal`] that streams every input to
-//! the backup, holds outputs until the backup acknowledged them (the Output Rule),
-//! sends heartbeats, slows the guest when the backup lags, notices a lost backup (and
-//! then must win the arbiter before running unprotected), and admits a new backup by
-//! live state transfer.
+//! The live side of a pair (DESIGN.md §4): the adapter between the FT core's
+//! [`ftvm_replica::Primary`] and the host. It is the driver's [`Journal`]: every input
+//! and output goes onto the logging channel, the core's [`OutputGate`] holds outputs
+//! until the backup acknowledged them, and the core decides heartbeats, when the backup
+//! is lost, when to ask the arbiter and what its answer means, and how a shutdown ends.
+//! This file carries out its actions: sockets, threads (one reading acks, one per
+//! arbiter question, one admitting backups) and the host clock, all feeding one channel
+//! the driver waits on. A new backup joins by live state transfer.
+//!
+//! [`OutputGate`]: ftvm_replica::OutputGate
 
 use super::status::{Status, StatusFile};
 use super::transfer::Sender;
 use super::wire::{self, Hello, Message, Offer, ACK_LEN};
-use super::{Halted, Node};
-use crate::replica::{config_digest, output_digest, Journal, Release};
+use super::{Answer, Asker, Clock, Halted, Node};
+use crate::replica::{config_digest, output_digest, Journal};
 use anyhow::{Context, Result};
-use ftvm_arbiter::Outcome;
 use ftvm_log::{Header, LogWriter};
 use ftvm_machine::devices::virtio::{BlkRequest, BlkRequestKind};
 use ftvm_machine::{Event, Machine, Output, OutputKind};
+use ftvm_replica::{PrimaryAction, PrimaryPhase, Seq};
 use std::collections::VecDeque;
 use std::io::{BufReader, BufWriter, Read};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-/// A progress entry (heartbeat) goes out after this much silence.
-const HEARTBEAT: Duration = Duration::from_millis(10);
-
-/// What the ack reader thread shares with the primary.
-#[derive(Default)]
-struct Acks {
-    /// Highest sequence number the backup acknowledged.
-    seq: AtomicU64,
-    /// Instruction count the backup executed to.
-    icount: AtomicU64,
-    /// The backup acknowledged at least once: it holds the transferred guest.
-    confirmed: AtomicBool,
-    /// Set when the channel failed; the reason is in `why`.
-    failed: AtomicBool,
-    why: Mutex<String>,
+/// What the primary's threads tell it.
+enum News {
+    /// A backup authenticated and asks to join.
+    Candidate(Candidate),
+    /// The backup on link `link` acknowledged `seq` and executed to `icount`.
+    Ack { link: u64, seq: u64, icount: u64 },
+    /// The channel of link `link` failed.
+    Failed { link: u64, why: String },
+    /// The arbiter's answer for a generation.
+    Arbiter(u64, Answer),
 }
 
 /// A backup being admitted: authenticated and introduced.
@@ -49,124 +47,285 @@ struct Candidate {
 
 /// The logging channel to a protecting backup.
 struct Link {
-    log: LogWriter<BufWriter<TcpStream>>,
-    acks: Arc<Acks>,
+    id: u64,
     backup: String,
-    last_write: Instant,
-    unflushed: bool,
+    log: LogWriter<BufWriter<TcpStream>>,
+    stream: TcpStream,
     next_checkpoint: u64,
-    /// (icount, when) samples, to turn the backup's icount into a lag in time.
-    history: VecDeque<(u64, Instant)>,
     /// Log bytes at the last status report.
     bytes_reported: (u64, Instant),
-}
-
-enum State {
-    Unprotected,
-    Transferring(Box<Sender>),
-    Protected(Box<Link>),
 }
 
 /// The primary's journal.
 pub struct Primary {
     node: Node,
-    generation: u64,
+    core: ftvm_replica::Primary<OutputKind>,
+    clock: Clock,
     config: Vec<u8>,
     switch: String,
     disk: Option<String>,
-    state: State,
-    candidates: Receiver<Candidate>,
+    link: Option<Link>,
+    links: u64,
+    transfer: Option<Box<Sender>>,
+    /// Candidates that arrived while the driver waited.
+    deferred: Vec<Candidate>,
+    news: Receiver<News>,
+    tx: mpsc::Sender<News>,
+    asker: Asker,
     status: StatusFile,
+    /// Outputs the core released, for the driver.
+    ready: Vec<OutputKind>,
+    /// The guest's instruction count at the last look.
+    icount: u64,
+    /// (icount, when) samples: the backup may lag by what the guest ran in `max_lag`.
+    history: VecDeque<(u64, Instant)>,
     throttled: u64,
+    throttling: bool,
+    /// The core halted this node (another is live).
+    halted: Option<String>,
+    stopped: bool,
 }
 
 impl Primary {
-    /// Start accepting backups on `listener` for a guest built from `config` whose
-    /// NIC is on `switch`. `generation` is the one this node already won (0: none).
-    pub fn new(
+    /// A primary booting a new guest: it asks the arbiter for generation 0 under a
+    /// name unique to this boot, and the guest runs only once it won.
+    pub fn boot(
         node: Node,
         listener: TcpListener,
         config: Vec<u8>,
         switch: String,
         disk: Option<String>,
-        generation: u64,
     ) -> Result<Primary> {
-        let (tx, candidates) = mpsc::channel();
-        let n = node.clone();
+        let clock = Clock::start();
+        let core = ftvm_replica::Primary::boot(
+            &node.name,
+            &super::incarnation(),
+            node.timing(),
+            None,
+            clock.now(),
+        );
+        Primary::new(node, core, clock, listener, config, switch, disk)
+    }
+
+    /// A node that went live after winning `generation` (a backup's go-live).
+    pub fn live(
+        node: Node,
+        generation: u64,
+        listener: TcpListener,
+        config: Vec<u8>,
+        switch: String,
+        disk: Option<String>,
+    ) -> Result<Primary> {
+        let core = ftvm_replica::Primary::live(&node.name, generation, node.timing(), None);
+        Primary::new(node, core, Clock::start(), listener, config, switch, disk)
+    }
+
+    fn new(
+        node: Node,
+        core: ftvm_replica::Primary<OutputKind>,
+        clock: Clock,
+        listener: TcpListener,
+        config: Vec<u8>,
+        switch: String,
+        disk: Option<String>,
+    ) -> Result<Primary> {
+        let (tx, news) = mpsc::channel();
+        let (n, admitted) = (node.clone(), tx.clone());
         std::thread::Builder::new()
             .name("admit".into())
             .spawn(move || {
                 for conn in listener.incoming() {
                     let Ok(stream) = conn else { continue };
-                    let (n, tx) = (n.clone(), tx.clone());
+                    let (n, tx) = (n.clone(), admitted.clone());
                     // Each candidate in its own thread: a silent peer cannot stall us.
                     std::thread::spawn(move || match admit(stream, &n) {
                         Ok(c) => {
-                            let _ = tx.send(c);
+                            let _ = tx.send(News::Candidate(c));
                         }
                         Err(e) => eprintln!("ftvm: {}: refused a backup: {e:#}", n.name),
                     });
                 }
             })?;
         let status = StatusFile::new(&node.run_dir, &node.vm, &node.name, node.engine);
-        eprintln!(
-            "ftvm: {} is the primary of VM {} (generation {generation}); a backup may connect on {}",
-            node.name, node.vm, node.listen
-        );
-        Ok(Primary {
+        let mut p = Primary {
             node,
-            generation,
+            core,
+            clock,
             config,
             switch,
             disk,
-            state: State::Unprotected,
-            candidates,
+            link: None,
+            links: 0,
+            transfer: None,
+            deferred: Vec::new(),
+            news,
+            tx,
+            asker: Asker::default(),
             status,
+            ready: Vec::new(),
+            icount: 0,
+            history: VecDeque::new(),
             throttled: 0,
-        })
-    }
-
-    fn link(&mut self) -> Option<&mut Link> {
-        match &mut self.state {
-            State::Protected(l) => Some(l),
-            _ => None,
+            throttling: false,
+            halted: None,
+            stopped: false,
+        };
+        if p.core.may_run() {
+            p.say_primary();
         }
+        p.act();
+        Ok(p)
     }
 
-    /// The backup is gone: win the arbiter before running unprotected, or halt.
-    fn backup_lost(&mut self, why: String, machine: &Machine, waiting: usize) -> Result<()> {
-        let backup = self.link().map(|l| l.backup.clone()).unwrap_or_default();
-        let g = self.generation;
+    fn say_primary(&self) {
         eprintln!(
-            "ftvm: {}: lost the backup {backup} ({why}); asking the arbiter for generation {g}",
-            self.node.name
+            "ftvm: {} is the primary of VM {} (generation {}); a backup may connect on {}",
+            self.node.name,
+            self.node.vm,
+            self.core.generation(),
+            self.node.listen
         );
-        let mut st = self.report(machine, waiting, "failing over");
-        let (status, node) = (&mut self.status, self.node.clone());
-        let outcome = node.arbitrate(g, &mut || status.write(&mut st))?;
-        match outcome {
-            Outcome::Won => {
-                eprintln!(
-                    "ftvm: {}: won generation {g}; running unprotected until a new backup joins",
-                    self.node.name
-                );
-                self.state = State::Unprotected;
-                Ok(())
-            }
-            Outcome::Lost { winner } => {
-                let mut st = self.report(machine, waiting, "halted");
-                self.status.write(&mut st);
-                Err(Halted(format!(
-                    "{} halts: {winner} won generation {g} of VM {} and is live",
-                    self.node.name, self.node.vm
-                ))
-                .into())
+    }
+
+    /// Carry out what the core decided.
+    fn act(&mut self) {
+        for a in self.core.actions() {
+            match a {
+                PrimaryAction::Start => self.say_primary(),
+                PrimaryAction::Heartbeat => {
+                    if let Some(l) = &mut self.link {
+                        let r = l.log.progress(self.icount);
+                        let r = r.and_then(|s| l.log.flush().map(|_| s));
+                        self.sent(r);
+                    }
+                }
+                PrimaryAction::Release(kind) => self.ready.push(kind),
+                PrimaryAction::Ask {
+                    generation,
+                    claimant,
+                } => {
+                    let tx = self.tx.clone();
+                    self.asker
+                        .ask(&self.node, generation, claimant, move |g, answer| {
+                            let _ = tx.send(News::Arbiter(g, answer));
+                        });
+                }
+                PrimaryAction::DropBackup(why) => {
+                    let backup = self
+                        .link
+                        .as_ref()
+                        .map(|l| l.backup.clone())
+                        .unwrap_or_default();
+                    eprintln!(
+                        "ftvm: {}: lost the backup {backup} ({why}); asking the arbiter for generation {}",
+                        self.node.name,
+                        self.core.generation()
+                    );
+                    if let Some(l) = self.link.take() {
+                        let _ = l.stream.shutdown(Shutdown::Both);
+                    }
+                    self.report("failing over");
+                }
+                // The shared disk is a file only the live side opens; it has no epochs
+                // to fence yet (README "Not yet": NBD).
+                PrimaryAction::Fence { .. } => {}
+                PrimaryAction::Halt(why) => {
+                    self.report("halted");
+                    self.halted = Some(format!("{why} (VM {})", self.node.vm));
+                }
+                PrimaryAction::Stopped { dropped } => {
+                    if dropped > 0 {
+                        eprintln!(
+                            "ftvm: {}: {dropped} outputs never left: the backup did not acknowledge them",
+                            self.node.name
+                        );
+                    }
+                    self.stopped = true;
+                }
             }
         }
+    }
+
+    /// An entry went onto the channel (or failed to).
+    fn sent(&mut self, r: Result<u64, ftvm_log::LogError>) -> Option<Seq> {
+        let now = self.clock.now();
+        match r {
+            Ok(seq) => {
+                self.core.sent(Seq(seq), now);
+                Some(Seq(seq))
+            }
+            Err(_) => {
+                self.core
+                    .channel_failed("the logging channel failed while sending", now);
+                None
+            }
+        }
+    }
+
+    /// Take what the threads reported.
+    fn take_news(&mut self, first: Option<News>, machine: Option<&mut Machine>) -> Result<()> {
+        let mut machine = machine;
+        let mut next = first;
+        loop {
+            let n = match next.take() {
+                Some(n) => n,
+                None => match self.news.try_recv() {
+                    Ok(n) => n,
+                    Err(_) => break,
+                },
+            };
+            let now = self.clock.now();
+            match n {
+                News::Candidate(c) => match machine.as_deref_mut() {
+                    // Taken at the next service, where the machine is at hand.
+                    None => self.deferred.push(c),
+                    Some(m)
+                        if self.core.phase() == PrimaryPhase::Unprotected
+                            && self.transfer.is_none() =>
+                    {
+                        self.begin_transfer(c, m)
+                    }
+                    Some(_) => {
+                        let mut s = c.stream;
+                        let _ = wire::send(
+                            &mut s,
+                            &Message::Busy("this primary already has a backup".into()),
+                        );
+                    }
+                },
+                News::Ack { link, seq, icount } => {
+                    if self.link.as_ref().is_some_and(|l| l.id == link) {
+                        self.core.backup_at(icount);
+                        self.core.ack(Seq(seq), now);
+                    }
+                }
+                News::Failed { link, why } => {
+                    if self.link.as_ref().is_some_and(|l| l.id == link) {
+                        self.core.channel_failed(&why, now);
+                    }
+                }
+                News::Arbiter(generation, answer) => {
+                    let before = self.core.phase();
+                    if let Some(v) = self.asker.verdict(&self.node, answer)? {
+                        self.core.arbiter(generation, v, now);
+                        if before == PrimaryPhase::Arbitrating
+                            && self.core.phase() == PrimaryPhase::Unprotected
+                        {
+                            eprintln!(
+                                "ftvm: {}: won generation {generation}; running unprotected until a new backup joins",
+                                self.node.name
+                            );
+                        }
+                    }
+                }
+            }
+            self.act();
+        }
+        Ok(())
     }
 
     fn begin_transfer(&mut self, mut c: Candidate, machine: &mut Machine) {
-        c.generation = c.generation.max(self.generation + 1);
+        c.generation = c.generation.max(self.core.generation() + 1);
         let offer = Offer {
             vm: self.node.vm.clone(),
             generation: c.generation,
@@ -190,7 +349,7 @@ impl Primary {
             .map(|(path, _)| path);
         let image = path.as_deref().filter(|_| c.hello.own_disk);
         match Sender::start(c.stream, c.hello.node.clone(), offer, image, machine) {
-            Ok(s) => self.state = State::Transferring(Box::new(s)),
+            Ok(s) => self.transfer = Some(Box::new(s)),
             Err(e) => eprintln!(
                 "ftvm: {}: transfer to {} failed: {e:#}",
                 self.node.name, c.hello.node
@@ -200,7 +359,7 @@ impl Primary {
 
     /// One transfer step; at the end the log starts and the pair is protected.
     fn transfer_step(&mut self, machine: &mut Machine) -> Result<()> {
-        let State::Transferring(sender) = &mut self.state else {
+        let Some(sender) = &mut self.transfer else {
             return Ok(());
         };
         let summary = match sender.step(machine) {
@@ -211,14 +370,11 @@ impl Primary {
                     "ftvm: {}: transfer to {} failed: {e:#}; still unprotected",
                     self.node.name, sender.backup
                 );
-                self.state = State::Unprotected;
+                self.transfer = None;
                 return Ok(());
             }
         };
-        let State::Transferring(sender) = std::mem::replace(&mut self.state, State::Unprotected)
-        else {
-            unreachable!()
-        };
+        let sender = self.transfer.take().expect("a transfer");
         let (backup, generation) = (sender.backup.clone(), sender.generation);
         let paused = Instant::now();
         let header = Header::new(
@@ -229,6 +385,7 @@ impl Primary {
         );
         let out = sender.into_writer();
         let stream = out.get_ref().try_clone()?;
+        let reader = stream.try_clone()?;
         let log = match LogWriter::new(out, &header).and_then(|mut l| l.flush().map(|_| l)) {
             Ok(l) => l,
             Err(e) => {
@@ -237,13 +394,11 @@ impl Primary {
             }
         };
         let pause = summary.pause + paused.elapsed();
-        let acks = Arc::new(Acks::default());
-        acks.icount.store(machine.icount().0, Ordering::Relaxed);
-        let timeout = self.node.timeout;
-        let a = acks.clone();
+        self.links += 1;
+        let (id, tx) = (self.links, self.tx.clone());
         std::thread::Builder::new()
             .name("acks".into())
-            .spawn(move || read_acks(stream, timeout, &a))?;
+            .spawn(move || read_acks(reader, id, &tx))?;
         eprintln!(
             "ftvm: {}: backup {backup} attached: generation {generation}, {} rounds, {:.1} MiB sent in {} ms, guest paused {:.1} ms",
             self.node.name,
@@ -252,114 +407,93 @@ impl Primary {
             summary.total.as_millis(),
             pause.as_secs_f64() * 1e3
         );
-        self.generation = generation;
         let now = Instant::now();
-        self.state = State::Protected(Box::new(Link {
-            log,
-            acks,
+        self.core.attached(&backup, generation, self.clock.at(now));
+        self.core.backup_at(machine.icount().0);
+        self.history.clear();
+        self.link = Some(Link {
+            id,
             backup,
-            last_write: now,
-            unflushed: false,
+            log,
+            stream,
             next_checkpoint: machine.icount().0.saturating_add(self.node.hash_every),
-            history: VecDeque::new(),
             bytes_reported: (0, now),
-        }));
+        });
         Ok(())
     }
 
-    fn report(&mut self, machine: &Machine, waiting: usize, state: &str) -> Status {
+    /// Bound the backup's lag in host time (`--max-lag-ms`): the guest may run ahead
+    /// of the backup by what it executed during the last `max_lag`.
+    fn bound_lag(&mut self, icount: u64) {
+        let now = Instant::now();
+        if self
+            .history
+            .back()
+            .is_none_or(|(_, t)| now.duration_since(*t) >= Duration::from_millis(1))
+        {
+            self.history.push_back((icount, now));
+        }
+        while self.history.len() > 1 && now.duration_since(self.history[1].1) >= self.node.max_lag {
+            self.history.pop_front();
+        }
+        let then = self.history.front().map_or(icount, |(i, _)| *i);
+        self.core.set_max_lag(icount - then.min(icount));
+    }
+
+    fn report(&mut self, state: &str) {
         let mut st = Status {
             vm: self.node.vm.clone(),
             node: self.node.name.clone(),
             role: "primary".into(),
             state: state.into(),
-            generation: self.generation,
-            icount: machine.icount().0,
-            outputs_waiting: waiting,
+            generation: self.core.generation(),
+            icount: self.icount,
+            outputs_waiting: self.core.held(),
             throttled: self.throttled,
             ..Status::default()
         };
-        if let State::Protected(l) = &mut self.state {
+        if let Some(l) = &mut self.link {
             st.peer = l.backup.clone();
-            let (lag_insns, lag) = l.lag(machine.icount().0);
-            st.lag_insns = lag_insns;
-            st.lag_ms = lag.as_secs_f64() * 1e3;
             let (b0, t0) = l.bytes_reported;
             let b = l.log.bytes_written();
             st.log_bytes_per_s = (b - b0) as f64 / t0.elapsed().as_secs_f64().max(1e-3);
             l.bytes_reported = (b, Instant::now());
         }
-        if let State::Transferring(s) = &self.state {
+        if let Some(s) = &self.transfer {
             st.peer = s.backup.clone();
         }
-        st
-    }
-}
-
-/// How a failed write on the channel is reported (as a lost backup, at the next
-/// service).
-const SEND_FAILED: &str = "the logging channel failed while sending";
-
-impl Link {
-    /// Note an entry handed to the channel; a failure marks the backup lost.
-    fn wrote(&mut self, r: Result<u64, ftvm_log::LogError>) -> Option<u64> {
-        self.last_write = Instant::now();
-        self.unflushed = true;
-        r.map_err(|_| self.acks.fail(SEND_FAILED)).ok()
+        self.status.write(&mut st);
     }
 
-    /// Push buffered entries onto the wire.
-    fn flush(&mut self) {
-        if self.log.flush().is_err() {
-            self.acks.fail(SEND_FAILED);
+    fn state(&self) -> &'static str {
+        match self.core.phase() {
+            PrimaryPhase::Claiming => "starting",
+            PrimaryPhase::Unprotected if self.transfer.is_some() => "transferring",
+            PrimaryPhase::Unprotected => "unprotected",
+            // Protected once the backup confirmed it holds the guest.
+            PrimaryPhase::Protected if self.core.confirmed() => "protected",
+            PrimaryPhase::Protected => "transferring",
+            PrimaryPhase::Arbitrating => "failing over",
+            PrimaryPhase::Stopping => "stopping",
+            PrimaryPhase::Stopped => "stopped",
+            PrimaryPhase::Halted => "halted",
         }
-        self.unflushed = false;
-    }
-
-    /// A progress entry (the heartbeat) after [`HEARTBEAT`] of silence.
-    fn heartbeat(&mut self, icount: u64) {
-        if self.last_write.elapsed() >= HEARTBEAT {
-            let r = self.log.progress(icount);
-            self.wrote(r);
-            self.flush();
-        }
-    }
-
-    /// How far behind the backup is: instructions, and host time since the primary
-    /// was where the backup is now.
-    fn lag(&mut self, icount: u64) -> (u64, Duration) {
-        let backup = self.acks.icount.load(Ordering::Relaxed);
-        if backup >= icount {
-            return (0, Duration::ZERO);
-        }
-        while self.history.len() > 1 && self.history[1].0 <= backup {
-            self.history.pop_front();
-        }
-        // The first moment the primary was past where the backup is now.
-        let since = self
-            .history
-            .iter()
-            .find(|(i, _)| *i > backup)
-            .map(|(_, t)| *t);
-        (
-            icount - backup,
-            since.map_or(Duration::ZERO, |t| t.elapsed()),
-        )
     }
 }
 
 impl Journal for Primary {
     fn event(&mut self, icount: u64, ev: &Event) -> Result<()> {
-        if let Some(l) = self.link() {
+        if let Some(l) = &mut self.link {
             let payload = postcard::to_stdvec(ev).expect("event encodes");
             let r = l.log.event(icount, &payload);
-            l.wrote(r);
+            self.sent(r);
+            self.act();
         }
         Ok(())
     }
 
-    fn output(&mut self, out: &Output) -> Result<Release> {
-        if let State::Transferring(sender) = &mut self.state {
+    fn output(&mut self, out: Output) -> Result<()> {
+        if let Some(sender) = &mut self.transfer {
             // A write during the pre-copy: the backup's copy needs it again.
             if let OutputKind::Disk(BlkRequest {
                 kind: BlkRequestKind::Write { sector, data },
@@ -369,37 +503,98 @@ impl Journal for Primary {
                 sender.disk_written(sector * 512, data.len() as u64);
             }
         }
-        let Some(l) = self.link() else {
-            return Ok(Release::Now);
+        self.icount = out.icount.0;
+        let seq = match &mut self.link {
+            Some(l) => {
+                let r = l
+                    .log
+                    .output(out.icount.0, &output_digest(&out))
+                    .and_then(|s| l.log.flush().map(|_| s));
+                self.sent(r)
+            }
+            None => None,
         };
-        let r = l.log.output(out.icount.0, &output_digest(out));
-        let seq = l.wrote(r);
-        l.flush();
-        // After a failed write the output waits until the arbiter decides who is live.
-        Ok(Release::AfterAck(seq.unwrap_or(u64::MAX)))
+        // Unlogged while protected (the channel failed): it waits for the arbiter.
+        self.core.output(seq, out.kind, self.clock.now());
+        self.act();
+        Ok(())
+    }
+
+    fn released(&mut self) -> Vec<OutputKind> {
+        std::mem::take(&mut self.ready)
     }
 
     fn next_checkpoint(&self) -> u64 {
-        match &self.state {
-            State::Protected(l) => l.next_checkpoint,
-            _ => u64::MAX,
-        }
+        self.link.as_ref().map_or(u64::MAX, |l| l.next_checkpoint)
     }
 
     fn checkpoint(&mut self, icount: u64, hash: u128) -> Result<()> {
         let every = self.node.hash_every;
-        if let Some(l) = self.link() {
+        if let Some(l) = &mut self.link {
             let r = l.log.state_hash(icount, hash);
-            l.wrote(r);
             l.next_checkpoint = icount.saturating_add(every);
+            self.sent(r);
+            self.act();
         }
         Ok(())
     }
 
-    fn released_through(&self) -> u64 {
-        match &self.state {
-            State::Protected(l) => l.acks.seq.load(Ordering::Acquire),
-            _ => u64::MAX,
+    fn service(&mut self, machine: &mut Machine) -> Result<()> {
+        self.icount = machine.icount().0;
+        for c in std::mem::take(&mut self.deferred) {
+            self.take_news(Some(News::Candidate(c)), Some(machine))?;
+        }
+        self.take_news(None, Some(machine))?;
+        if self.transfer.is_some() {
+            self.transfer_step(machine)?;
+        }
+        if let Some(l) = &mut self.link {
+            if l.log.flush().is_err() {
+                let now = self.clock.now();
+                self.core
+                    .channel_failed("the logging channel failed while sending", now);
+            }
+        }
+        if self.core.protected() {
+            self.bound_lag(self.icount);
+        }
+        self.core.tick(self.clock.now());
+        self.act();
+        if let Some(why) = self.halted.take() {
+            return Err(Halted(why).into());
+        }
+        let throttled = self.core.throttled(self.icount);
+        if throttled && !self.throttling {
+            self.throttled += 1;
+            tracing::info!(
+                "the backup lags by more than {:?}: slowing down",
+                self.node.max_lag
+            );
+        }
+        self.throttling = throttled;
+        if self.status.due() {
+            let state = self.state();
+            self.report(state);
+        }
+        Ok(())
+    }
+
+    fn may_run(&self, icount: u64) -> bool {
+        self.core.may_run() && !self.core.throttled(icount)
+    }
+
+    fn holding(&self) -> bool {
+        self.core.held() > 0
+    }
+
+    fn wait(&mut self, max: Duration) {
+        match self.news.recv_timeout(max) {
+            Ok(n) => {
+                if let Err(e) = self.take_news(Some(n), None) {
+                    self.halted.get_or_insert(format!("{e:#}"));
+                }
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
         }
     }
 
@@ -407,147 +602,65 @@ impl Journal for Primary {
         true
     }
 
-    fn service(&mut self, machine: &mut Machine, waiting: usize) -> Result<()> {
-        while let Ok(c) = self.candidates.try_recv() {
-            if matches!(self.state, State::Unprotected) {
-                self.begin_transfer(c, machine);
-            } else {
-                let mut s = c.stream;
-                let _ = wire::send(
-                    &mut s,
-                    &Message::Busy("this primary already has a backup".into()),
-                );
-            }
+    fn shutdown(&mut self) {
+        if let Some(s) = self.transfer.take() {
+            eprintln!(
+                "ftvm: {}: the run ends; the transfer to {} is abandoned",
+                self.node.name, s.backup
+            );
         }
-        if matches!(self.state, State::Transferring(_)) {
-            self.transfer_step(machine)?;
+        self.core.shutdown(self.clock.now());
+        self.act();
+        if !self.stopped {
+            eprintln!(
+                "ftvm: {}: the run ends; waiting for the backup to acknowledge {} held outputs",
+                self.node.name,
+                self.core.held()
+            );
         }
-        let icount = machine.icount().0;
-        let max_lag = self.node.max_lag;
-        let mut lost = None;
-        if let State::Protected(l) = &mut self.state {
-            if l.history
-                .back()
-                .is_none_or(|(_, t)| t.elapsed() >= Duration::from_millis(1))
-            {
-                l.history.push_back((icount, Instant::now()));
-                if l.history.len() > 65536 {
-                    l.history.pop_front();
-                }
-            }
-            l.heartbeat(icount);
-            if l.unflushed {
-                l.flush();
-            }
-            // Slow down while the backup lags too far (it keeps the heartbeats).
-            let mut throttling = false;
-            while !l.acks.failed.load(Ordering::Relaxed) && l.lag(icount).1 > max_lag {
-                if !throttling {
-                    throttling = true;
-                    self.throttled += 1;
-                    tracing::info!("backup lags by more than {max_lag:?}: slowing down");
-                }
-                std::thread::sleep(Duration::from_millis(1));
-                l.heartbeat(icount);
-            }
-            if l.acks.failed.load(Ordering::Relaxed) {
-                lost = Some(l.acks.why.lock().map(|w| w.clone()).unwrap_or_default());
-            }
-        }
-        if let Some(why) = lost {
-            self.backup_lost(why, machine, waiting)?;
-        }
-        if self.status.due() {
-            let state = match &self.state {
-                State::Unprotected => "unprotected",
-                State::Transferring(_) => "transferring",
-                // Protected once the backup confirmed it holds the guest.
-                State::Protected(l) if l.acks.confirmed.load(Ordering::Acquire) => "protected",
-                State::Protected(_) => "transferring",
-            };
-            let mut st = self.report(machine, waiting, state);
-            self.status.write(&mut st);
-        }
-        Ok(())
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped || self.halted.is_some()
     }
 
     fn finish(self: Box<Self>, icount: u64, hash: u128) -> Result<String> {
         let mut this = *self;
-        let mut st = Status {
-            vm: this.node.vm.clone(),
-            node: this.node.name.clone(),
-            role: "primary".into(),
-            state: "stopped".into(),
-            generation: this.generation,
-            icount,
-            ..Status::default()
-        };
-        this.status.write(&mut st);
-        match this.state {
-            State::Protected(l) => {
+        this.icount = icount;
+        this.report("stopped");
+        match this.link {
+            Some(l) => {
                 let backup = l.backup.clone();
                 l.log.finish(icount, hash).context("ending the log")?;
                 Ok(format!(
                     "the guest stopped; the backup {backup} was told so"
                 ))
             }
-            _ => Ok("the guest stopped".into()),
+            None => Ok("the guest stopped".into()),
         }
     }
 }
 
-impl Acks {
-    fn fail(&self, why: &str) {
-        if let Ok(mut w) = self.why.lock() {
-            if w.is_empty() {
-                *w = why.to_string();
-            }
-        }
-        self.failed.store(true, Ordering::Release);
-    }
-}
-
-/// How long a backup may take, after the last transfer byte, to confirm it holds the
-/// guest (its first ack).
-const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The ack reader: the backup's acks, and its silence past `timeout`, are how the
-/// primary knows it is alive.
-///
-/// The first ack also says the backup finished the transfer: it rebuilt the machine and
-/// checked its state hash, which on a loaded host can take longer than `timeout` after
-/// the primary sent the last byte. Until then the backup has up to [`JOIN_TIMEOUT`].
-fn read_acks(stream: TcpStream, timeout: Duration, acks: &Acks) {
-    let _ = stream.set_read_timeout(Some(JOIN_TIMEOUT.max(timeout)));
+/// The ack reader: every ack the backup sends, and the channel's failure, become news
+/// for the primary (its silence is the core's to judge: [`ftvm_replica::Primary::tick`]).
+fn read_acks(stream: TcpStream, link: u64, tx: &mpsc::Sender<News>) {
+    let _ = stream.set_read_timeout(None);
     let mut r = BufReader::new(stream);
     let mut a = [0u8; ACK_LEN];
-    let mut first = true;
     loop {
         match r.read_exact(&mut a) {
             Ok(()) => {
-                if std::mem::take(&mut first) {
-                    let _ = r.get_ref().set_read_timeout(Some(timeout));
-                    acks.confirmed.store(true, Ordering::Release);
-                }
                 let (seq, icount) = wire::decode_ack(&a);
-                acks.icount.store(icount, Ordering::Relaxed);
-                acks.seq.fetch_max(seq, Ordering::Release);
+                if tx.send(News::Ack { link, seq, icount }).is_err() {
+                    return;
+                }
             }
             Err(e) => {
                 let why = match e.kind() {
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut if first => {
-                        format!(
-                            "the backup did not confirm the transfer within {} s",
-                            JOIN_TIMEOUT.max(timeout).as_secs()
-                        )
-                    }
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                        format!("no acknowledgment for {} ms", timeout.as_millis())
-                    }
                     std::io::ErrorKind::UnexpectedEof => "the backup closed the channel".into(),
                     _ => format!("the channel failed: {e}"),
                 };
-                acks.fail(&why);
+                let _ = tx.send(News::Failed { link, why });
                 return;
             }
         }

@@ -9,7 +9,8 @@ pub mod recorder;
 pub mod replayer;
 
 use anyhow::Result;
-use ftvm_machine::{BootConfig, Event, Machine, Output};
+use ftvm_machine::{BootConfig, Event, Machine, Output, OutputKind};
+use std::time::Duration;
 
 /// The 32-byte digest of an encoded boot configuration in a log header.
 pub fn config_digest(config: &[u8]) -> [u8; 32] {
@@ -30,40 +31,48 @@ pub fn output_digest(out: &Output) -> Vec<u8> {
     xxhash_rust::xxh3::xxh3_128(&bytes).to_le_bytes().to_vec()
 }
 
-/// When an output may leave for the world.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Release {
-    /// At once (nothing to wait for).
-    Now,
-    /// Once the backup acknowledged the log entry with this sequence number (the
-    /// Output Rule, DESIGN.md §4).
-    AfterAck(u64),
-}
-
 /// Where the live side's inputs and outputs are logged: a recording file or the
 /// logging channel to a backup. The driver calls it at the input door, for every
-/// output, and between slices.
+/// output, and between slices; outputs leave only through [`Journal::released`].
 pub trait Journal {
     /// Log an input event delivered at `icount`.
     fn event(&mut self, icount: u64, ev: &Event) -> Result<()>;
-    /// Log an output; says when it may leave.
-    fn output(&mut self, out: &Output) -> Result<Release>;
+    /// Log an output and keep it until it may leave (the Output Rule, DESIGN.md §4).
+    fn output(&mut self, out: Output) -> Result<()>;
+    /// The outputs that may leave now, in the order the guest produced them.
+    fn released(&mut self) -> Vec<OutputKind>;
     /// The next instruction count at which a state hash is due.
     fn next_checkpoint(&self) -> u64;
     /// Log the state hash at a checkpoint.
     fn checkpoint(&mut self, icount: u64, hash: u128) -> Result<()>;
-    /// Outputs logged with a sequence number up to this one may leave.
-    fn released_through(&self) -> u64 {
-        u64::MAX
-    }
-    /// Between slices and while the guest idles: flush, send heartbeats, watch the
-    /// peer. `waiting` is the number of outputs held by the Output Rule.
-    fn service(&mut self, _machine: &mut Machine, _waiting: usize) -> Result<()> {
+    /// Between slices and while the guest idles: flush, send heartbeats, take the
+    /// peer's acks and the arbiter's answers.
+    fn service(&mut self, _machine: &mut Machine) -> Result<()> {
         Ok(())
+    }
+    /// Whether the guest may execute at `icount` now (not before this node may boot
+    /// it, not while the backup lags too far behind, not once the run ends).
+    fn may_run(&self, _icount: u64) -> bool {
+        true
+    }
+    /// Whether outputs wait for something (the driver then looks more often).
+    fn holding(&self) -> bool {
+        false
+    }
+    /// Wait up to `max` for news (an ack, an arbiter answer); returns at once on one.
+    fn wait(&mut self, max: Duration) {
+        std::thread::sleep(max)
     }
     /// Whether the journal wants to be serviced often (a peer to keep informed).
     fn is_live(&self) -> bool {
         false
+    }
+    /// The run ends (a signal, power-off, reset): the guest runs no more; outputs
+    /// that may leave still do, the rest never will.
+    fn shutdown(&mut self) {}
+    /// Whether the shutdown is complete.
+    fn stopped(&self) -> bool {
+        true
     }
     /// End the log at the machine's final state; returns a line for the user.
     fn finish(self: Box<Self>, icount: u64, hash: u128) -> Result<String>;

@@ -1,10 +1,10 @@
 //! Recording: every input the driver delivers, every output it carries out, and the
 //! state hash at checkpoints go into a log.
 
-use super::{config_digest, encode_config, output_digest, Journal, Release};
+use super::{config_digest, encode_config, output_digest, Journal};
 use anyhow::{Context, Result};
 use ftvm_log::{Header, LogWriter};
-use ftvm_machine::{BootConfig, Event, Output};
+use ftvm_machine::{BootConfig, Event, Output, OutputKind};
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::Path;
@@ -16,6 +16,8 @@ pub struct Recorder {
     every: u64,
     next_checkpoint: u64,
     path: PathBuf,
+    /// Outputs logged: nothing holds them.
+    ready: Vec<OutputKind>,
 }
 
 impl Recorder {
@@ -39,6 +41,7 @@ impl Recorder {
             every,
             next_checkpoint: every,
             path: path.to_path_buf(),
+            ready: Vec::new(),
         })
     }
 }
@@ -52,11 +55,16 @@ impl Journal for Recorder {
         Ok(())
     }
 
-    fn output(&mut self, out: &Output) -> Result<Release> {
+    fn output(&mut self, out: Output) -> Result<()> {
         self.log
-            .output(out.icount.0, &output_digest(out))
+            .output(out.icount.0, &output_digest(&out))
             .context("writing the log")?;
-        Ok(Release::Now)
+        self.ready.push(out.kind);
+        Ok(())
+    }
+
+    fn released(&mut self) -> Vec<OutputKind> {
+        std::mem::take(&mut self.ready)
     }
 
     fn next_checkpoint(&self) -> u64 {
