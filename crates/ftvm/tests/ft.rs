@@ -134,17 +134,7 @@ impl Cluster {
             fwd: free_port(),
             procs: Vec::new(),
         };
-        let (sw, fwd) = (c.sw, c.fwd);
-        c.spawn(
-            "switch",
-            &[
-                "switch",
-                "--listen",
-                &format!("127.0.0.1:{sw}"),
-                "--hostfwd",
-                &format!("tcp:127.0.0.1:{fwd}-:7777"),
-            ],
-        );
+        c.start_switch("switch");
         c.start_arbiter();
         c
     }
@@ -207,6 +197,11 @@ impl Cluster {
     }
 
     fn primary_with(&mut self, name: &str, listen: u16, extra: &[&str]) {
+        self.primary_as(name, name, listen, extra);
+    }
+
+    /// A primary named `name` whose log and process go by `log`.
+    fn primary_as(&mut self, log: &str, name: &str, listen: u16, extra: &[&str]) {
         let (k, i) = linux_guest();
         let mut a: Vec<String> = [
             "primary",
@@ -222,7 +217,33 @@ impl Cluster {
         a.extend(["--switch".into(), format!("127.0.0.1:{}", self.sw)]);
         a.extend(self.node_args(name, listen, &self.secret.clone()));
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        self.spawn(name, &a);
+        self.spawn(log, &a);
+    }
+
+    /// The switch process (again, after it was killed: same ports), as `log`.
+    fn start_switch(&mut self, log: &str) {
+        let (sw, fwd) = (self.sw, self.fwd);
+        self.spawn(
+            log,
+            &[
+                "switch",
+                "--listen",
+                &format!("127.0.0.1:{sw}"),
+                "--hostfwd",
+                &format!("tcp:127.0.0.1:{fwd}-:7777"),
+            ],
+        );
+        wait_listening(sw);
+    }
+
+    /// Outputs the Output Rule holds on `name`, as its status last said.
+    fn outputs_waiting(&self, name: &str) -> u64 {
+        let s = self.status(name);
+        s.split("\"outputs_waiting\": ")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
     }
 
     fn backup(&mut self, name: &str, listen: u16, primary: u16, secret: &Path) {
@@ -711,4 +732,100 @@ fn a_pair_can_run_the_interpreter_on_one_side_and_the_jit_on_the_other() {
     c.kill("P");
     c.wait_state("B", "primary", "unprotected", Duration::from_secs(20));
     assert_eq!(c.counter("inc").unwrap(), last + 1, "{}", c.logs());
+}
+
+/// Hole (a) of issue 11: a primary ended by SIGTERM while the Output Rule holds a reply
+/// (its backup's acks cannot reach it) must not release it. The backup then goes live
+/// from a state without that request; the client's TCP carries the request to it, and
+/// every value the client sees is one the live guest holds.
+#[test]
+fn sigterm_on_a_primary_releases_nothing_its_backup_did_not_acknowledge() {
+    let _one = serial();
+    let mut c = Cluster::new("ft-sigterm");
+    let p = free_port();
+    let slow = ["--timeout-ms", "3000"];
+    c.primary_with("P", p, &slow);
+    c.wait_counter();
+    let proxy = Proxy::start(p);
+    let secret = c.secret.clone();
+    c.backup_with("B", free_port(), proxy.port, &secret, &slow);
+    c.wait_state("P", "primary", "protected", Duration::from_secs(60));
+    let mut conn = TcpStream::connect(("127.0.0.1", c.fwd)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut r = BufReader::new(conn.try_clone().unwrap());
+    conn.write_all(b"inc\n").unwrap();
+    let mut l = String::new();
+    r.read_line(&mut l).unwrap();
+    let before: u64 = l.trim().parse().unwrap();
+    proxy.cut.store(true, Ordering::Relaxed);
+    conn.write_all(b"inc\n").unwrap();
+    let t = Instant::now();
+    while c.outputs_waiting("P") == 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", c.logs());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = c.child("P").id().to_string();
+    Command::new("kill").arg(&pid).status().unwrap();
+    assert_eq!(
+        c.exit_code("P", Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        c.logs()
+    );
+    c.wait_state("B", "primary", "unprotected", Duration::from_secs(30));
+    let mut l = String::new();
+    r.read_line(&mut l).unwrap();
+    let seen: u64 = l.trim().parse().unwrap();
+    assert_eq!(seen, before + 1, "{}", c.logs());
+    assert_eq!(c.counter("get").unwrap(), seen, "{}", c.logs());
+}
+
+/// Hole (c) of issue 11: a backup that won the arbiter while the switch is down
+/// keeps trying to plug in (it is the only node allowed to run the guest), and goes
+/// live once the switch is back.
+#[test]
+fn a_backup_that_wins_while_the_switch_is_down_goes_live_when_it_returns() {
+    let _one = serial();
+    let mut c = Cluster::new("ft-switch-down");
+    c.pair(free_port(), free_port());
+    let before = c.counter("inc").unwrap();
+    c.kill("switch");
+    c.kill("P");
+    let t = Instant::now();
+    while !c.log("B").contains("cannot go live yet") {
+        assert!(t.elapsed() < Duration::from_secs(20), "{}", c.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(c.child("B").try_wait().unwrap().is_none(), "{}", c.logs());
+    c.start_switch("switch-again");
+    c.wait_state("B", "primary", "unprotected", Duration::from_secs(20));
+    assert_eq!(c.counter("inc").unwrap(), before + 1, "{}", c.logs());
+}
+
+/// Hole (d) of issue 11: a primary restarted (by a supervisor, say) while its former
+/// backup is live asks the arbiter before booting, loses to its own earlier boot, and
+/// halts instead of running a second copy of the guest.
+#[test]
+fn a_restarted_primary_halts_instead_of_booting_a_second_copy() {
+    let _one = serial();
+    let mut c = Cluster::new("ft-restart");
+    let p = free_port();
+    c.pair(p, free_port());
+    let before = c.counter("inc").unwrap();
+    c.kill("P");
+    c.wait_state("B", "primary", "unprotected", Duration::from_secs(20));
+    c.primary_as("P-again", "P", p, &[]);
+    assert_eq!(
+        c.exit_code("P-again", Duration::from_secs(30)),
+        Some(3),
+        "{}",
+        c.logs()
+    );
+    assert!(
+        c.log("P-again").contains("will not boot the guest"),
+        "{}",
+        c.log("P-again")
+    );
+    assert_eq!(c.counter("inc").unwrap(), before + 1, "{}", c.logs());
 }
