@@ -436,6 +436,29 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
     std::thread::Builder::new()
         .name("log-in".into())
         .spawn(move || read_log(log, &sh, &reader_tx))?;
+    // The core's clock ticks here too, so that acks (and the primary's silence) do not
+    // wait for a long replay step: the primary takes a silent backup for a lost one.
+    let (sh, ticker_tx, every) = (shared.clone(), tx.clone(), node.timing().ack_every);
+    std::thread::Builder::new()
+        .name("acks".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_micros(every.0));
+            let mut core = sh.core();
+            if core.phase() != BackupPhase::Replaying {
+                return;
+            }
+            core.tick(sh.clock.now());
+            let mut rest = Vec::new();
+            for a in core.actions() {
+                match a {
+                    BackupAction::Ack { seq, icount } => sh.ack(seq, icount),
+                    a => rest.push(a),
+                }
+            }
+            if !rest.is_empty() && ticker_tx.send(Msg::Actions(rest)).is_err() {
+                return;
+            }
+        })?;
 
     // With a disk of our own, the guest's writes are applied to it as the replay makes
     // them (the primary makes them too, once we acknowledged them).
