@@ -98,6 +98,9 @@ pub enum BootError {
     /// Memory size out of range.
     #[error("memory size {0} MiB is out of range (16..=65536)")]
     BadMemory(u64),
+    /// The host refused the guest's RAM.
+    #[error("cannot allocate {0} MiB of guest RAM: {1}")]
+    NoMemory(u64, String),
     /// Device tree generation failed.
     #[error("device tree: {0}")]
     Fdt(String),

@@ -42,10 +42,10 @@ pub struct Bus {
 }
 
 impl Bus {
-    /// A bus with `ram_size` bytes of RAM and devices at reset.
-    pub fn new(ram_size: u64, insns_per_tick: u64) -> Bus {
+    /// A bus with `ram` and devices at reset.
+    pub fn new(ram: Ram, insns_per_tick: u64) -> Bus {
         Bus {
-            ram: Ram::new(ram_size),
+            ram,
             clint: Clint::new(1),
             plic: Plic::new(2),
             uart: Uart16550::new(),

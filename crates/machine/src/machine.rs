@@ -10,6 +10,7 @@ use crate::cpu::Hart;
 use crate::devices::layout::RAM_BASE;
 use crate::devices::sifive_test::PowerRequest;
 use crate::devices::virtio::{Blk, BlkError, BlkRequest, Net, Rng, VirtioMmio};
+use crate::ram::Ram;
 use crate::sbi;
 use crate::types::ICount;
 use serde::{Deserialize, Serialize};
@@ -129,7 +130,9 @@ impl Machine {
         if !(16..=65536).contains(&cfg.memory_mib) {
             return Err(BootError::BadMemory(cfg.memory_mib));
         }
-        let mut bus = Bus::new(cfg.memory_mib << 20, cfg.insns_per_tick);
+        let ram = Ram::try_new(cfg.memory_mib << 20)
+            .map_err(|e| BootError::NoMemory(cfg.memory_mib, e.to_string()))?;
+        let mut bus = Bus::new(ram, cfg.insns_per_tick);
         let kernel_base = RAM_BASE + KERNEL_OFFSET;
         let (entry, prv, kernel_end) = match &cfg.firmware {
             Firmware::None => {

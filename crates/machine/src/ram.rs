@@ -32,19 +32,26 @@ pub struct Ram {
 
 impl Ram {
     /// Zero-filled RAM of `size` bytes; every page starts dirty.
+    #[cfg(test)]
     pub fn new(size: u64) -> Ram {
-        let bytes =
-            memmap2::MmapMut::map_anon(size.max(1) as usize).expect("cannot allocate guest RAM");
+        Ram::try_new(size).expect("cannot allocate guest RAM")
+    }
+
+    /// `size` bytes of zeroed RAM, or the host's refusal (a size from a snapshot or
+    /// the command line is never trusted to fit).
+    pub fn try_new(size: u64) -> std::io::Result<Ram> {
+        let len = usize::try_from(size.max(1)).map_err(std::io::Error::other)?;
+        let bytes = memmap2::MmapMut::map_anon(len)?;
         // Advice only: without huge pages RAM still works, just slower.
         let _ = bytes.advise(memmap2::Advice::HugePage);
         // Counted from the mapping, so every byte an access can reach has a page.
         let pages = bytes.len().div_ceil(PAGE);
-        Ram {
+        Ok(Ram {
             bytes,
             flags: vec![DIRTY; pages],
             gen: vec![0; pages],
             code_map: vec![0; pages],
-        }
+        })
     }
 
     /// Size in bytes.

@@ -110,7 +110,12 @@ impl Machine {
     /// Rebuild a machine from [`Machine::save`] output.
     pub fn restore(bytes: &[u8]) -> Result<Machine, SnapshotError> {
         let st = decode(bytes)?;
-        let ram = Ram::new(st.ram_size);
+        let ram = Ram::try_new(st.ram_size).map_err(|e| {
+            SnapshotError::Decode(format!(
+                "cannot allocate its {} MiB of guest RAM: {e}",
+                st.ram_size >> 20
+            ))
+        })?;
         Machine::from_state(st, ram)
     }
 
@@ -181,8 +186,7 @@ impl Machine {
                 return Err(SnapshotError::Decode(format!("bad RAM page {i}")));
             }
         }
-        let mut bus = Bus::new(0, 1);
-        bus.ram = ram;
+        let mut bus = Bus::new(ram, 1);
         bus.clint = st.clint;
         bus.plic = st.plic;
         bus.uart = st.uart;
@@ -252,6 +256,11 @@ fn decode(bytes: &[u8]) -> Result<MachineState, SnapshotError> {
     }
     if !st.clock.is_valid() {
         return Err(SnapshotError::Decode("bad clock rate".into()));
+    }
+    if !st.plic.is_valid() || !st.clint.is_valid() {
+        return Err(SnapshotError::Decode(
+            "bad interrupt controller state".into(),
+        ));
     }
     Ok(st)
 }
@@ -326,6 +335,55 @@ mod hostile_tests {
             });
             assert!(outcome.is_ok(), "a mutated snapshot panicked the host");
         }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+    use crate::testutil::{config, elf, Asm};
+
+    /// A snapshot may claim any RAM size up to the 64 GiB bound; one the host cannot
+    /// map (60 GiB on this 24 GiB machine, whose kernel refuses to overcommit that
+    /// far) is an error naming the size, never a panic.
+    #[test]
+    fn a_snapshot_claiming_more_ram_than_the_host_has_is_refused() {
+        let mut a = Asm::new();
+        a.halt();
+        let m = Machine::new(&config(elf(&a.bytes()))).unwrap();
+        let mut st = decode(&m.save()).unwrap();
+        st.ram_size = 60 << 30;
+        match Machine::restore(&seal(&st)) {
+            Err(e) => assert!(e.to_string().contains("61440 MiB"), "{e}"),
+            // A host that can map it is fine too: the machine must then work.
+            Ok(mut big) => {
+                big.run(crate::ICount(100));
+            }
+        }
+    }
+}
+
+/// Inputs the snapshot fuzz target (`scripts/fuzz snapshot`) found, kept as tests:
+/// each is a container payload that panicked the host before its fix.
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    fn sealed(payload: &[u8]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(payload);
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn a_plic_with_too_few_priorities_is_refused() {
+        let payload = include_bytes!("../fuzz/regressions/snapshot-short-plic-priorities");
+        let err = Machine::restore(&sealed(payload)).err().expect("refused");
+        assert!(err.to_string().contains("interrupt controller"), "{err}");
     }
 }
 

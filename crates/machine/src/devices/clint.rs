@@ -40,6 +40,12 @@ impl Clint {
         }
     }
 
+    /// Whether restored state has the shape the register map relies on: one `msip`
+    /// and one `mtimecmp` per hart, `1..=MAX_HARTS` harts (a snapshot is not trusted).
+    pub fn is_valid(&self) -> bool {
+        (1..=MAX_HARTS).contains(&self.msip.len()) && self.mtimecmp.len() == self.msip.len()
+    }
+
     /// Number of harts.
     pub fn harts(&self) -> usize {
         self.msip.len()

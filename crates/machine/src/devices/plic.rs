@@ -74,6 +74,13 @@ impl Plic {
         }
     }
 
+    /// Whether restored state has the shape the register map indexes without checks:
+    /// a priority per source and `1..=max` contexts (a snapshot is not trusted).
+    pub fn is_valid(&self) -> bool {
+        let max = ((CONTEXT_BASE - ENABLE_BASE) / ENABLE_STRIDE) as usize;
+        self.priority.len() == NUM_SOURCES as usize && (1..=max).contains(&self.contexts.len())
+    }
+
     /// Number of contexts.
     pub fn contexts(&self) -> usize {
         self.contexts.len()
