@@ -16,6 +16,7 @@ use crate::boot::{BootConfig, Firmware};
 use crate::cpu::decode::{decode16, Insn};
 use crate::devices::layout::{CLINT_BASE, RAM_BASE, UART_BASE};
 use crate::machine::{Event, Exit, Machine, OutputKind};
+use crate::testutil::pte::*;
 use crate::testutil::reg::*;
 use crate::testutil::*;
 use crate::types::ICount;
@@ -265,19 +266,6 @@ fn trap_handler(a: &mut Asm, at: Label, src: &mut Source) {
     a.li(T6, delta).i(add(T5, T5, T6));
     a.li(T6, CLINT_BASE + 0x4000).i(sd(T5, T6, 0)).i(MRET);
 }
-
-/// A PTE for physical `pa` with flags `f`.
-fn pte(pa: u64, f: u64) -> u64 {
-    (pa >> 12) << 10 | f
-}
-
-const V: u64 = 1;
-const R: u64 = 2;
-const W: u64 = 4;
-const X: u64 = 8;
-const U: u64 = 16;
-const A: u64 = 64;
-const D: u64 = 128;
 
 /// Random permissions for a sandbox page (mostly usable).
 fn data_perms(src: &mut Source, mode: Mode) -> u64 {

@@ -11,6 +11,23 @@ use crate::types::ICount;
 mod enc;
 pub use enc::*;
 
+/// Sv39 page-table entries: the flag bits (privileged spec 4.3.1) and an entry.
+#[allow(dead_code, missing_docs)]
+pub mod pte {
+    pub const V: u64 = 1;
+    pub const R: u64 = 2;
+    pub const W: u64 = 4;
+    pub const X: u64 = 8;
+    pub const U: u64 = 16;
+    pub const A: u64 = 64;
+    pub const D: u64 = 128;
+
+    /// A PTE for physical address `pa` with `flags`.
+    pub fn pte(pa: u64, flags: u64) -> u64 {
+        (pa >> 12) << 10 | flags
+    }
+}
+
 /// ABI register numbers.
 #[allow(dead_code, missing_docs)]
 pub mod reg {

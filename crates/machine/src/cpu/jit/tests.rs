@@ -7,18 +7,11 @@
 use crate::devices::layout::{CLINT_BASE, RAM_BASE};
 use crate::differential::{check, Case, Mode};
 use crate::machine::{Exit, Machine};
+use crate::testutil::pte::*;
 use crate::testutil::reg::*;
 use crate::testutil::*;
 use crate::types::ICount;
 use crate::Engine;
-
-const V: u64 = 1;
-const R: u64 = 2;
-const W: u64 = 4;
-const X: u64 = 8;
-const U: u64 = 16;
-const A: u64 = 64;
-const D: u64 = 128;
 
 /// Page tables for the S/U tests: RAM identity-mapped by a gigapage (`user` adds U),
 /// devices likewise, and four 4 KiB pages at [`VA`] onto [`PAGES`] with `flags`.
@@ -30,10 +23,6 @@ const L0: u64 = ROOT + 0x2000;
 
 /// Rounds of each loop: enough for every block to run compiled many times.
 const ROUNDS: u64 = 40;
-
-fn pte(pa: u64, f: u64) -> u64 {
-    (pa >> 12) << 10 | f
-}
 
 /// A program: trap handler counting traps in t4 and skipping the instruction (4
 /// bytes), page tables, then `body` at privilege `prv` (0 U, 1 S, 3 M, which has no

@@ -5,16 +5,9 @@ use crate::cpu::csr::{mstatus, num};
 use crate::cpu::trap::cause;
 use crate::devices::layout::RAM_BASE;
 use crate::machine::Machine;
+use crate::testutil::pte::*;
 use crate::testutil::reg::*;
 use crate::testutil::*;
-
-const V: u64 = 1;
-const R: u64 = 2;
-const W: u64 = 4;
-const X: u64 = 8;
-const U: u64 = 16;
-const A: u64 = 64;
-const D: u64 = 128;
 
 /// Page tables: the root, one level-1 table (for VA 1 GiB..2 GiB) and one level-0
 /// table under its entry 1 (VA 0x4020_0000..0x4040_0000).
@@ -24,9 +17,6 @@ const L0: u64 = ROOT + 0x2000;
 /// Physical pages the 4 KiB mappings point at.
 const PAGES: u64 = RAM_BASE + 0x30_0000;
 
-fn pte(pa: u64, flags: u64) -> u64 {
-    (pa >> 12) << 10 | flags
-}
 /// Physical page `k`.
 fn page(k: u64) -> u64 {
     PAGES + k * 0x1000
