@@ -261,6 +261,7 @@ pub fn primary(args: &PrimaryArgs) -> Result<ExitCode> {
     let devices = DeviceArgs {
         disk: args.disk.clone(),
         net: Some(format!("switch={}", args.switch)),
+        console: crate::cli::ConsoleMode::None,
     };
     let (devcfg, backends) = crate::run::devices(&devices, false)?;
     let cfg = crate::run::boot_config(&args.machine, devcfg)?;
