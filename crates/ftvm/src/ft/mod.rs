@@ -15,6 +15,7 @@ pub mod primary;
 pub mod status;
 pub mod transfer;
 pub mod wire;
+pub mod workload;
 
 use crate::cli::{DeviceArgs, NodeArgs, PrimaryArgs};
 use crate::driver::{Driver, End};
