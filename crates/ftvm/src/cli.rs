@@ -164,9 +164,11 @@ pub struct DemoArgs {
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// The guest's service and its client load: `counter` (the default guest's
-    /// counter, one connection of `inc`), or `redis` (a Debian image's redis-server;
-    /// INCR/SET/GET from several connections, checked for linearizability).
-    #[arg(long, value_name = "counter|redis", default_value = "counter")]
+    /// counter, one connection of `inc`), `redis` (a Debian image's redis-server;
+    /// INCR/SET/GET from several connections, checked for linearizability) or
+    /// `postgres` (PostgreSQL: unique ids inserted in autocommit transactions, every
+    /// acknowledged one checked at the end, while pgbench runs).
+    #[arg(long, value_name = "counter|redis|postgres", default_value = "counter")]
     pub service: String,
     /// The guest's disk: copied into the demo's directory and shared by the nodes
     /// (only the live one writes it).

@@ -179,52 +179,71 @@ fn debian_image() -> std::path::PathBuf {
     repo().join("target/debian")
 }
 
-#[test]
-fn redis_on_debian_loses_nothing_acknowledged_across_two_failovers_under_load() {
+/// `ftvm demo --service NAME` on the Debian image with the project's kernel; the
+/// summary's lines by name.
+fn debian_demo(service: &str, extra: &[&str]) -> impl Fn(&str) -> String {
     let img = debian_image();
     let (kernel, _) = linux_guest();
     let cmdline = std::fs::read_to_string(img.join("cmdline-minimal")).unwrap();
-    let append = format!("{} services=redis", cmdline.trim());
-    let dir = scratch("debian-redis-ft");
+    let append = format!("{} services={service}", cmdline.trim());
+    let dir = scratch(&format!("debian-{service}-ft"));
     let _one = ONE_GUEST.lock().unwrap_or_else(|e| e.into_inner());
     let disk = img.join("disk.img");
-    let out = ftvm_with_timeout(
-        &[
-            "demo",
-            "--service",
-            "redis",
-            "--kernel",
-            kernel.to_str().unwrap(),
-            "--memory",
-            "512",
-            "--append",
-            &append,
-            "--disk",
-            disk.to_str().unwrap(),
-            "--failovers",
-            "2",
-            "--before",
-            "4",
-            "--after",
-            "4",
-            "--dir",
-            dir.to_str().unwrap(),
-        ],
-        std::time::Duration::from_secs(1200),
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let mut args = vec![
+        "demo",
+        "--service",
+        service,
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--memory",
+        "512",
+        "--append",
+        &append,
+        "--disk",
+        disk.to_str().unwrap(),
+        "--dir",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = ftvm_with_timeout(&args, std::time::Duration::from_secs(1200));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(out.status.success(), "{text}");
-    let value = |key: &str| {
+    move |key: &str| {
         text.lines()
             .find_map(|l| l.trim().strip_prefix(key))
             .map(str::trim)
             .unwrap_or_else(|| panic!("no '{key}' in the summary:\n{text}"))
             .to_string()
-    };
+    }
+}
+
+#[test]
+fn redis_on_debian_loses_nothing_acknowledged_across_two_failovers_under_load() {
+    let value = debian_demo(
+        "redis",
+        &["--failovers", "2", "--before", "4", "--after", "4"],
+    );
     assert_eq!(value("failovers"), "2");
     assert_eq!(value("client errors"), "0");
     assert_eq!(value("operations unanswered"), "0");
-    assert!(value("linearizable").starts_with("yes"), "{text}");
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        value("linearizable").starts_with("yes"),
+        "linearizable: {}",
+        value("linearizable")
+    );
+}
+
+#[test]
+fn postgres_on_debian_keeps_every_acknowledged_insert_and_pgbench_runs_through_a_failover() {
+    let value = debian_demo("postgres", &["--before", "5", "--after", "5"]);
+    assert_eq!(value("failovers"), "1");
+    assert_eq!(value("acknowledged ids lost"), "0");
+    assert_eq!(value("client errors"), "0");
+    assert!(
+        value("pgbench").contains(" 0 failed"),
+        "pgbench: {}",
+        value("pgbench")
+    );
 }

@@ -1,6 +1,7 @@
-//! Client loads for `ftvm demo`: the counter guest's `inc` stream, and Redis driven over
+//! Client loads for `ftvm demo`: the counter guest's `inc` stream; Redis driven over
 //! its own protocol (RESP) with a history of INCR/SET/GET checked for linearizability
-//! by stateright's `LinearizabilityTester`. Each load keeps what the server
+//! by stateright's `LinearizabilityTester`; PostgreSQL with unique ids inserted in
+//! autocommit transactions (over its wire protocol) while Debian's `pgbench` runs. Each load keeps what the server
 //! acknowledged, so the verdict can say whether anything acknowledged was lost.
 
 use anyhow::{bail, Result};
@@ -560,12 +561,340 @@ impl Workload for Redis {
     }
 }
 
+// ---------------------------------------------------------------------------------
+// PostgreSQL: unique ids inserted in autocommit transactions, and pgbench alongside.
+
+/// A minimal PostgreSQL frontend (protocol 3.0, trust authentication, simple queries).
+struct Pg {
+    s: TcpStream,
+}
+
+impl Pg {
+    fn connect(addr: SocketAddr) -> std::io::Result<Pg> {
+        let mut s = connect(addr, Duration::from_secs(30))?;
+        let mut body = 196_608u32.to_be_bytes().to_vec(); // protocol 3.0
+        for kv in ["user", "postgres", "database", "postgres"] {
+            body.extend_from_slice(kv.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        msg.extend(body);
+        s.write_all(&msg)?;
+        let mut pg = Pg { s };
+        pg.until_ready()?;
+        Ok(pg)
+    }
+
+    fn message(&mut self) -> std::io::Result<(u8, Vec<u8>)> {
+        let mut head = [0u8; 5];
+        self.s.read_exact(&mut head)?;
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        if !(4..=1 << 24).contains(&len) {
+            return Err(std::io::Error::other("bad message length"));
+        }
+        let mut body = vec![0u8; len - 4];
+        self.s.read_exact(&mut body)?;
+        Ok((head[0], body))
+    }
+
+    /// Read to ReadyForQuery; the first error's message, if the server sent one.
+    fn until_ready(&mut self) -> std::io::Result<Option<String>> {
+        let mut error = None;
+        loop {
+            let (kind, body) = self.message()?;
+            match kind {
+                b'Z' => return Ok(error),
+                b'E' => {
+                    let text = body
+                        .split(|b| *b == 0)
+                        .find(|f| f.first() == Some(&b'M'))
+                        .map(|f| String::from_utf8_lossy(&f[1..]).into_owned());
+                    error.get_or_insert(text.unwrap_or_else(|| "error".into()));
+                }
+                b'R' if body.get(..4) != Some(&[0, 0, 0, 0]) => {
+                    return Err(std::io::Error::other("the server wants a password"));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Run one statement; Err(text) if the server refused it.
+    fn query(&mut self, sql: &str) -> std::io::Result<Result<Vec<Vec<u8>>, String>> {
+        let mut msg = vec![b'Q'];
+        msg.extend_from_slice(&((sql.len() + 5) as u32).to_be_bytes());
+        msg.extend_from_slice(sql.as_bytes());
+        msg.push(0);
+        self.s.write_all(&msg)?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let (kind, body) = self.message()?;
+            match kind {
+                b'D' if body.len() >= 6 => {
+                    // One column is enough here: the first field of each row.
+                    let n = i32::from_be_bytes([body[2], body[3], body[4], body[5]]);
+                    rows.push(if n < 0 {
+                        Vec::new()
+                    } else {
+                        body.get(6..6 + n as usize).unwrap_or_default().to_vec()
+                    });
+                }
+                b'E' => {
+                    let text = body
+                        .split(|b| *b == 0)
+                        .find(|f| f.first() == Some(&b'M'))
+                        .map(|f| String::from_utf8_lossy(&f[1..]).into_owned());
+                    error.get_or_insert(text.unwrap_or_else(|| "error".into()));
+                }
+                b'Z' => return Ok(error.map_or(Ok(rows), Err)),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// PostgreSQL under load: inserters of unique ids (autocommit) and pgbench runs.
+pub struct Postgres {
+    inserters: usize,
+    /// Acknowledged ids and when their acknowledgment came.
+    acked: Mutex<Vec<(i64, Instant)>>,
+    /// Ids whose INSERT got no answer (may or may not be in the table).
+    unanswered: Mutex<Vec<i64>>,
+    errors: Mutex<Vec<String>>,
+    /// pgbench runs: (exit status ok, transactions, its error lines).
+    pgbench: Mutex<Vec<(bool, u64, String)>>,
+    stop: AtomicBool,
+}
+
+impl Postgres {
+    /// A load of `inserters` connections plus pgbench.
+    pub fn new(inserters: usize) -> Postgres {
+        Postgres {
+            inserters,
+            acked: Mutex::new(Vec::new()),
+            unanswered: Mutex::new(Vec::new()),
+            errors: Mutex::new(Vec::new()),
+            pgbench: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    fn setup(addr: SocketAddr) -> Result<()> {
+        let mut pg = Pg::connect(addr)?;
+        if let Err(e) = pg.query("CREATE TABLE IF NOT EXISTS ftvm_ids (id bigint PRIMARY KEY)")? {
+            bail!("cannot create the table: {e}");
+        }
+        let out = std::process::Command::new("pgbench")
+            .args(["-q", "-i", "-s", "1", "-h", &addr.ip().to_string()])
+            .args(["-p", &addr.port().to_string(), "-U", "postgres", "postgres"])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "pgbench -i failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
+        }
+        Ok(())
+    }
+
+    fn insert_loop(&self, id: usize, addr: SocketAddr) {
+        let mut conn: Option<Pg> = None;
+        let mut n = 0i64;
+        while !self.stop.load(Ordering::Relaxed) {
+            let c = match &mut conn {
+                Some(c) => c,
+                None => match Pg::connect(addr) {
+                    Ok(c) => conn.insert(c),
+                    Err(e) => {
+                        self.errors
+                            .lock()
+                            .unwrap()
+                            .push(format!("inserter {id}: connect: {e}"));
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                },
+            };
+            n += 1;
+            let value = ((id as i64) << 40) | n;
+            match c.query(&format!("INSERT INTO ftvm_ids VALUES ({value})")) {
+                Ok(Ok(_)) => self.acked.lock().unwrap().push((value, Instant::now())),
+                Ok(Err(e)) => {
+                    self.unanswered.lock().unwrap().push(value);
+                    self.errors
+                        .lock()
+                        .unwrap()
+                        .push(format!("inserter {id}: {e}"));
+                }
+                Err(e) => {
+                    self.unanswered.lock().unwrap().push(value);
+                    self.errors
+                        .lock()
+                        .unwrap()
+                        .push(format!("inserter {id}: {e}"));
+                    conn = None;
+                }
+            }
+        }
+    }
+
+    fn pgbench_loop(&self, addr: SocketAddr) {
+        while !self.stop.load(Ordering::Relaxed) {
+            let out = std::process::Command::new("pgbench")
+                .args([
+                    "-n",
+                    "-c",
+                    "4",
+                    "-j",
+                    "2",
+                    "-T",
+                    "3",
+                    "-h",
+                    &addr.ip().to_string(),
+                ])
+                .args(["-p", &addr.port().to_string(), "-U", "postgres", "postgres"])
+                .output();
+            let run = match out {
+                Ok(o) => {
+                    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+                    let txns = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+                        .and_then(|v| v.split('/').next()?.trim().parse().ok())
+                        .unwrap_or(0);
+                    let failed = text.lines().any(|l| {
+                        l.starts_with("number of failed transactions: ") && !l.contains(": 0 ")
+                    });
+                    let err: Vec<String> = String::from_utf8_lossy(&o.stderr)
+                        .lines()
+                        .filter(|l| !l.is_empty())
+                        .map(String::from)
+                        .collect();
+                    (o.status.success() && !failed, txns, err.join("; "))
+                }
+                Err(e) => (false, 0, format!("cannot run pgbench: {e}")),
+            };
+            self.pgbench.lock().unwrap().push(run);
+        }
+    }
+}
+
+impl Workload for Postgres {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+    fn guest_port(&self) -> u16 {
+        5432
+    }
+    fn probe(&self, addr: SocketAddr) -> bool {
+        Pg::connect(addr)
+            .and_then(|mut c| c.query("SELECT 1"))
+            .is_ok_and(|r| r.is_ok())
+    }
+    fn start(self: Arc<Self>, addr: SocketAddr) -> Vec<JoinHandle<()>> {
+        if let Err(e) = Self::setup(addr) {
+            self.errors.lock().unwrap().push(format!("setup: {e}"));
+        }
+        let mut threads: Vec<JoinHandle<()>> = (0..self.inserters)
+            .map(|id| {
+                let me = self.clone();
+                std::thread::spawn(move || me.insert_loop(id, addr))
+            })
+            .collect();
+        let me = self.clone();
+        threads.push(std::thread::spawn(move || me.pgbench_loop(addr)));
+        threads
+    }
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+    fn acknowledged(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+    fn first_ack_after(&self, t: Instant) -> Option<Instant> {
+        let a = self.acked.lock().unwrap();
+        a.iter().map(|(_, at)| *at).filter(|at| *at > t).min()
+    }
+    fn verdict(&self, addr: SocketAddr) -> Verdict {
+        let mut failures = Vec::new();
+        let errors = self.errors.lock().unwrap().clone();
+        if let Some(first) = errors.first() {
+            failures.push(format!("{} client errors (first: {first})", errors.len()));
+        }
+        let acked: Vec<i64> = self.acked.lock().unwrap().iter().map(|a| a.0).collect();
+        // Every acknowledged id is in the table, read over a fresh connection.
+        let present = Pg::connect(addr).and_then(|mut c| c.query("SELECT id FROM ftvm_ids"));
+        let lost = match present {
+            Ok(Ok(rows)) => {
+                let have: std::collections::BTreeSet<i64> = rows
+                    .iter()
+                    .filter_map(|r| std::str::from_utf8(r).ok()?.parse().ok())
+                    .collect();
+                let lost = acked.iter().filter(|id| !have.contains(id)).count();
+                if lost > 0 {
+                    failures.push(format!(
+                        "{lost} acknowledged ids are missing from the table"
+                    ));
+                }
+                lost.to_string()
+            }
+            Ok(Err(e)) => {
+                failures.push(format!("reading the ids failed: {e}"));
+                "unknown".into()
+            }
+            Err(e) => {
+                failures.push(format!("a new connection failed: {e}"));
+                "unknown".into()
+            }
+        };
+        let runs = self.pgbench.lock().unwrap().clone();
+        let bad: Vec<&(bool, u64, String)> = runs.iter().filter(|r| !r.0).collect();
+        if let Some((_, _, why)) = bad.first() {
+            failures.push(format!(
+                "{} of {} pgbench runs failed (first: {why})",
+                bad.len(),
+                runs.len()
+            ));
+        }
+        let txns: u64 = runs.iter().map(|r| r.1).sum();
+        Verdict {
+            lines: vec![
+                (
+                    "ids acknowledged".into(),
+                    format!("{} on {} connections", acked.len(), self.inserters),
+                ),
+                ("acknowledged ids lost".into(), lost),
+                (
+                    "inserts unanswered".into(),
+                    self.unanswered.lock().unwrap().len().to_string(),
+                ),
+                ("client errors".into(), errors.len().to_string()),
+                (
+                    "pgbench".into(),
+                    format!(
+                        "{} runs, {} failed, {txns} transactions",
+                        runs.len(),
+                        bad.len()
+                    ),
+                ),
+            ],
+            failures,
+        }
+    }
+}
+
 /// The load for a service name.
 pub fn for_service(name: &str) -> Result<Arc<dyn Workload>> {
     Ok(match name {
         "counter" => Arc::new(Counter::default()),
         "redis" => Arc::new(Redis::new(4, 16)),
-        _ => bail!("unknown service '{name}' (expected counter or redis)"),
+        "postgres" => Arc::new(Postgres::new(2)),
+        _ => bail!("unknown service '{name}' (expected counter, redis or postgres)"),
     })
 }
 
