@@ -57,7 +57,6 @@ LINUX_TARBALL=/usr/src/linux-source-6.1.tar.xz
 [[ -f "$LINUX_TARBALL" ]] || die "$LINUX_TARBALL missing (is linux-source-6.1 installed?)"
 LINUX_PKG_VERSION="$(dpkg-query -W -f='${Version}' linux-source-6.1)"
 KSRC="$CACHE/src-$LINUX_PKG_VERSION/linux-source-6.1"
-KOBJ="$CACHE/build-$LINUX_PKG_VERSION"
 mkdir -p "$CACHE" "$OUT"
 
 # --- kernel build begin (this section's text is part of the kernel cache key) ---
@@ -117,6 +116,10 @@ build_kernel() {
 kernel_section="$(sed -n '/^# --- kernel build begin/,/^# --- kernel build end/p' "$SCRIPT")"
 kernel_key="$( { cat "$FRAGMENT"; echo "$LINUX_PKG_VERSION"; echo "$kernel_section";
                  "${CROSS}gcc" --version | head -n1; } | hash_of)"
+
+# One build directory per key: checkouts with different fragments (worktrees, branches)
+# share the cache without rebuilding over each other.
+KOBJ="$CACHE/build-$LINUX_PKG_VERSION-$kernel_key"
 
 start=$SECONDS
 if (( !FORCE )) && [[ -f "$KOBJ/arch/riscv/boot/Image" &&

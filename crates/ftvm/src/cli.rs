@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 /// ftvm: a fault-tolerant virtual machine monitor for RISC-V 64-bit guests.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -163,6 +163,20 @@ pub struct DemoArgs {
     /// Keep the demo's files (logs of each process) in this directory.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// The guest's service and its client load: `counter` (the default guest's
+    /// counter, one connection of `inc`), `redis` (a Debian image's redis-server;
+    /// INCR/SET/GET from several connections, checked for linearizability) or
+    /// `postgres` (PostgreSQL: unique ids inserted in autocommit transactions, every
+    /// acknowledged one checked at the end, while pgbench runs).
+    #[arg(long, value_name = "counter|redis|postgres", default_value = "counter")]
+    pub service: String,
+    /// The guest's disk: copied into the demo's directory and shared by the nodes
+    /// (only the live one writes it).
+    #[arg(long, value_name = "IMAGE")]
+    pub disk: Option<PathBuf>,
+    /// Each backup keeps its own copy of the disk instead of sharing the primary's.
+    #[arg(long, requires = "disk")]
+    pub own_disk: bool,
     #[command(flatten)]
     pub machine: MachineArgs,
     #[command(flatten)]
@@ -267,6 +281,22 @@ pub struct DeviceArgs {
     /// live: guest time follows host time.
     #[arg(long, value_name = "none|user[,hostfwd=...]|switch=ADDR")]
     pub net: Option<String>,
+    /// Console input: `stdin` sends host stdin to the guest's serial port (a terminal
+    /// goes into raw mode; Ctrl-A x quits), `none` sends nothing, `auto` is `stdin`
+    /// when stdin is a terminal. Console input makes the run live.
+    #[arg(long, value_name = "auto|stdin|none", default_value = "auto")]
+    pub console: ConsoleMode,
+}
+
+/// Where the guest's console input comes from.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConsoleMode {
+    /// Host stdin when it is a terminal, else nothing.
+    Auto,
+    /// Host stdin, terminal or not.
+    Stdin,
+    /// No console input.
+    None,
 }
 
 #[derive(Args)]
@@ -286,6 +316,10 @@ pub struct RunArgs {
     /// not allowed).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["kernel", "initrd", "bios"])]
     pub restore: Option<PathBuf>,
+    /// End the run when the guest asks for a reset instead of rebooting it (as QEMU
+    /// -no-reboot).
+    #[arg(long)]
+    pub no_reboot: bool,
     #[command(flatten)]
     pub engine: EngineArg,
 }

@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 use ftvm_machine::devices::virtio::{BlkError, BlkRequest, BlkRequestKind};
 use ftvm_machine::{Event, Exit, ICount, Machine, OutputKind};
 use ftvm_usernet::UserNet;
+use ftvm_world::console::StdinConsole;
 use ftvm_world::disk::DiskImage;
 use ftvm_world::entropy::HostEntropy;
 use ftvm_world::hostclock::HostClock;
@@ -39,6 +40,9 @@ const JOURNAL_IDLE_SLEEP: Duration = Duration::from_millis(2);
 const WAITING_IDLE_SLEEP: Duration = Duration::from_micros(50);
 /// Longest wait while the guest may not run (the arbiter, a lagging backup, a shutdown).
 const HALTED_WAIT: Duration = Duration::from_millis(1);
+
+/// Longest sleep while the guest idles with a console attached (typing stays snappy).
+const CONSOLE_POLL: Duration = Duration::from_millis(5);
 
 /// Where the guest's NIC is plugged in.
 pub enum Network {
@@ -100,6 +104,8 @@ pub struct Backends {
     pub net: Option<Network>,
     /// Host randomness behind virtio-rng.
     pub entropy: Option<HostEntropy>,
+    /// Host stdin behind the UART's receive side (makes the run live).
+    pub console: Option<StdinConsole>,
 }
 
 /// How a drive ended.
@@ -133,10 +139,8 @@ impl<W: Write> Driver<W> {
     /// A driver; live time if the network is attached.
     pub fn new(machine: Machine, backends: Backends, console: W) -> Driver<W> {
         let mtime = machine.mtime();
-        let clock = backends
-            .net
-            .is_some()
-            .then(|| HostClock::starting_at(mtime));
+        let live = backends.net.is_some() || backends.console.is_some();
+        let clock = live.then(|| HostClock::starting_at(mtime));
         Driver {
             machine,
             backends,
@@ -370,7 +374,26 @@ impl<W: Write> Driver<W> {
         let frames = self.poll_network();
         let any = !frames.is_empty();
         self.deliver_frames(frames)?;
-        Ok(any)
+        Ok(self.poll_console()? || any)
+    }
+
+    /// Live mode: deliver what was typed on the console (no more than the UART's FIFO
+    /// takes). `Ctrl-A x` ends the run. Returns true if any byte was delivered.
+    fn poll_console(&mut self) -> Result<bool> {
+        let room = self.machine.console_input_room();
+        let Some(console) = &mut self.backends.console else {
+            return Ok(false);
+        };
+        let input = console.poll(room);
+        if input.quit {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        if input.bytes.is_empty() {
+            return Ok(false);
+        }
+        self.sync_clock()?;
+        self.deliver(Event::ConsoleInput(input.bytes))?;
+        Ok(true)
     }
 
     /// Bring guest time up to host time, then deliver `frames` to the guest's NIC.
@@ -433,7 +456,11 @@ impl<W: Write> Driver<W> {
             let frames = self.poll_network();
             let now = Instant::now();
             if !frames.is_empty() || timer_at.is_some_and(|at| now >= at) {
-                return self.deliver_frames(frames);
+                self.deliver_frames(frames)?;
+                return self.poll_console().map(|_| ());
+            }
+            if self.poll_console()? {
+                return Ok(());
             }
             let mut wait = match &self.journal {
                 Some(j) if j.holding() => WAITING_IDLE_SLEEP,
@@ -445,6 +472,9 @@ impl<W: Write> Driver<W> {
             }
             if let Some(net) = &mut self.backends.net {
                 wait = wait.min(net.poll_delay(now));
+            }
+            if self.backends.console.is_some() {
+                wait = wait.min(CONSOLE_POLL);
             }
             self.wait(wait);
         }

@@ -1,6 +1,6 @@
 //! `ftvm run`: boot a guest on this host (or resume a saved one) and drive it.
 
-use crate::cli::{DeviceArgs, MachineArgs, RecordArgs, ReplayArgs, RunArgs};
+use crate::cli::{ConsoleMode, DeviceArgs, MachineArgs, RecordArgs, ReplayArgs, RunArgs};
 use crate::driver::{Backends, Driver, End, Network};
 use crate::replica::recorder::Recorder;
 use crate::replica::replayer::{Replayed, Replayer};
@@ -8,8 +8,10 @@ use anyhow::{bail, Context, Result};
 use ftvm_machine::boot::{DeviceConfig, DiskConfig};
 use ftvm_machine::{BootConfig, Firmware, ICount, Machine};
 use ftvm_usernet::{parse_hostfwd, UserNet};
+use ftvm_world::console::StdinConsole;
 use ftvm_world::disk::{DiskImage, DiskMode};
 use ftvm_world::entropy::HostEntropy;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -97,6 +99,18 @@ pub fn devices(d: &DeviceArgs, default_net: bool) -> Result<(DeviceConfig, Backe
         }
         _ => bail!("--net must be 'none', 'user[,hostfwd=...]' or 'switch=ADDR', not '{net}'"),
     }
+    let console = match d.console {
+        ConsoleMode::Auto => std::io::stdin().is_terminal(),
+        ConsoleMode::Stdin => true,
+        ConsoleMode::None => false,
+    };
+    if console {
+        let c = StdinConsole::open()?;
+        if c.is_terminal() {
+            eprintln!("ftvm: console on this terminal (Ctrl-A x quits)");
+        }
+        backends.console = Some(c);
+    }
     Ok((cfg, backends))
 }
 
@@ -170,6 +184,10 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode> {
         match driver.drive(until)? {
             End::Stopped | End::Interrupted => break 0,
             End::PowerOff(code) => break code,
+            End::Reset if args.no_reboot => {
+                eprintln!("ftvm: the guest asked for a reset; ending the run (--no-reboot)");
+                break 0;
+            }
             End::Reset => {
                 if driver.journal.is_some() {
                     bail!("the guest rebooted, which a recording cannot follow yet; the log ends here");

@@ -395,6 +395,12 @@ impl Machine {
         }
     }
 
+    /// Bytes the UART's receive FIFO can still take: a console backend delivers no
+    /// more than this, so pasted text waits on the host instead of being dropped.
+    pub fn console_input_room(&self) -> usize {
+        crate::devices::uart::RX_CAPACITY.saturating_sub(self.bus.uart.input_len())
+    }
+
     /// Current guest time in `mtime` ticks.
     pub fn mtime(&self) -> u64 {
         self.bus.clock.mtime(self.hart.s.icount)

@@ -3,6 +3,7 @@
 //! changes the machine; everything a backend produces enters the guest as an event.
 #![deny(missing_docs)]
 
+pub mod console;
 pub mod disk;
 pub mod entropy;
 pub mod hostclock;

@@ -373,6 +373,7 @@ fn world(
             disk,
             net: Some(Network::Switch(port)),
             entropy: Some(entropy),
+            console: None,
         },
         listener,
         switch,

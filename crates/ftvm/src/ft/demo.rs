@@ -9,11 +9,9 @@ use super::status::Status;
 use crate::cli::DemoArgs;
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Node slots: a primary, a backup and a spare; a killed node's slot is refilled by a
@@ -73,45 +71,6 @@ fn spawn(dir: &Path, name: &str, args: &[String], t0: Instant) -> Result<Proc> {
     Ok(Proc { child })
 }
 
-/// The client: `inc` over one connection, as fast as replies come.
-struct Client {
-    replies: Mutex<Vec<(Instant, u64)>>,
-    error: Mutex<Option<String>>,
-    stop: AtomicBool,
-}
-
-impl Client {
-    fn run(&self, mut conn: TcpStream) {
-        let mut r = BufReader::new(conn.try_clone().expect("clone"));
-        let mut line = String::new();
-        // Bounded: at most a million requests.
-        for _ in 0..1_000_000 {
-            if self.stop.load(Ordering::Relaxed) {
-                return;
-            }
-            line.clear();
-            let res = conn
-                .write_all(b"inc\n")
-                .and_then(|_| r.read_line(&mut line).map(|_| ()));
-            match res.map(|_| line.trim().parse::<u64>()) {
-                Ok(Ok(v)) => self.replies.lock().unwrap().push((Instant::now(), v)),
-                Ok(Err(_)) => {
-                    *self.error.lock().unwrap() = Some(format!("bad reply {line:?}"));
-                    return;
-                }
-                Err(e) => {
-                    *self.error.lock().unwrap() = Some(format!("the connection broke: {e}"));
-                    return;
-                }
-            }
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.replies.lock().unwrap().len()
-    }
-}
-
 fn read_status(run: &Path, node: &str) -> Option<Status> {
     let bytes = std::fs::read(run.join(format!("demo.{node}.json"))).ok()?;
     serde_json::from_slice(&bytes).ok()
@@ -155,6 +114,7 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
             None => free_port(),
         }
     };
+    let load = super::workload::for_service(&args.service)?;
     let (sw, arb, fwd) = (port(0)?, port(1)?, port(2)?);
     let node_ports = [port(3)?, port(4)?, port(5)?];
     let addr = |p: u16| format!("127.0.0.1:{p}");
@@ -167,8 +127,21 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
             (g.kernel, Some(g.initrd))
         }
     };
+    // A shared disk is a copy of the image in the demo's directory (the image stays
+    // as it was); with --own-disk each backup receives its own copy from the primary.
+    let disk = match &args.disk {
+        Some(img) => {
+            let copy = dir.join("disk.img");
+            println!("ftvm demo: copying {} to {}", img.display(), copy.display());
+            std::fs::copy(img, &copy)
+                .with_context(|| format!("cannot copy the disk image {}", img.display()))?;
+            Some(copy)
+        }
+        None => None,
+    };
     println!(
-        "ftvm demo: switch, arbiter and three node slots on 127.0.0.1; client on port {fwd}; files in {}",
+        "ftvm demo: switch, arbiter and three node slots on 127.0.0.1; {} client on port {fwd}; files in {}",
+        load.name(),
         dir.display()
     );
     let mut procs: Vec<Proc> = Vec::new();
@@ -180,7 +153,7 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
             "--listen".into(),
             addr(sw),
             "--hostfwd".into(),
-            format!("tcp:127.0.0.1:{fwd}-:7777"),
+            format!("tcp:127.0.0.1:{fwd}-:{}", load.guest_port()),
         ],
         t0,
     )?);
@@ -225,6 +198,10 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
         primary_args.extend(["--initrd".into(), i.display().to_string()]);
     }
     primary_args.extend(["--memory".into(), args.machine.memory.to_string()]);
+    primary_args.extend(["--append".into(), args.machine.append.clone()]);
+    if let Some(d) = &disk {
+        primary_args.extend(["--disk".into(), d.display().to_string()]);
+    }
     primary_args.extend(["--switch".into(), addr(sw)]);
     primary_args.extend(common(0));
     std::thread::sleep(Duration::from_millis(200));
@@ -235,42 +212,28 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
             .map(|s| addr(node_ports[s]))
             .collect();
         let mut a = vec!["backup".to_string(), "--primary".into(), others.join(",")];
+        if args.own_disk {
+            let own = dir.join(format!("disk-{}.img", SLOTS[slot]));
+            a.extend(["--own-disk".into(), own.display().to_string()]);
+        }
         a.extend(common(slot));
         nodes[slot] = Some(spawn(&dir, SLOTS[slot], &a, t0)?);
         Ok(())
     };
 
-    // The counter service answers once the guest has booted.
+    // The service answers once the guest has booted.
     let fwd_addr: SocketAddr = addr(fwd).parse()?;
-    let conn = {
-        let t = Instant::now();
-        loop {
-            let c =
-                TcpStream::connect_timeout(&fwd_addr, Duration::from_secs(1)).and_then(|mut c| {
-                    c.set_read_timeout(Some(Duration::from_secs(2)))?;
-                    c.write_all(b"get\n")?;
-                    let mut l = String::new();
-                    BufReader::new(c.try_clone()?).read_line(&mut l)?;
-                    l.trim()
-                        .parse::<u64>()
-                        .map_err(|_| std::io::Error::other("bad reply"))?;
-                    Ok(c)
-                });
-            if let Ok(c) = c {
-                break c;
-            }
-            if t.elapsed() > Duration::from_secs(120) {
-                bail!(
-                    "the guest's counter service did not answer within 120 s (see {}/A.log)",
-                    dir.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
+    let boot_limit = Duration::from_secs(if disk.is_some() { 600 } else { 120 });
+    wait_for(
+        &format!("the guest's {} service", load.name()),
+        boot_limit,
+        || load.probe(fwd_addr),
+    )
+    .with_context(|| format!("see {}/A.log and A.out", dir.display()))?;
     println!(
-        "{:>7.3}s [demo] the guest's counter service answers",
-        t0.elapsed().as_secs_f64()
+        "{:>7.3}s [demo] the guest's {} service answers",
+        t0.elapsed().as_secs_f64(),
+        load.name()
     );
     spare(1, &mut nodes)?;
     // Slot `p` is the primary, protected by a backup other than `not`.
@@ -287,18 +250,11 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
     );
     spare(2, &mut nodes)?;
 
-    conn.set_nodelay(true)?;
-    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let client = Arc::new(Client {
-        replies: Mutex::new(Vec::new()),
-        error: Mutex::new(None),
-        stop: AtomicBool::new(false),
-    });
-    let c = client.clone();
-    let client_thread = std::thread::spawn(move || c.run(conn));
+    let clients = load.clone().start(fwd_addr);
     println!(
-        "{:>7.3}s [demo] client: incrementing the counter over one TCP connection",
-        t0.elapsed().as_secs_f64()
+        "{:>7.3}s [demo] client: {} load running",
+        t0.elapsed().as_secs_f64(),
+        load.name()
     );
 
     let mut primary = 0usize;
@@ -317,7 +273,7 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
         } else {
             primary
         };
-        let n = client.count();
+        let n = load.acknowledged();
         let mut p = nodes[victim].take().context("the victim is not running")?;
         p.child.kill().context("cannot kill")?;
         let killed = Instant::now();
@@ -325,7 +281,7 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
         std::mem::forget(p);
         kills.push((killed, n));
         println!(
-            "{:>7.3}s [demo] killed {} ({}) with SIGKILL after {n} replies",
+            "{:>7.3}s [demo] killed {} ({}) with SIGKILL after {n} acknowledged operations",
             t0.elapsed().as_secs_f64(),
             SLOTS[victim],
             if args.kill_backup {
@@ -375,53 +331,20 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
         }
     }
     std::thread::sleep(Duration::from_secs_f64(args.after.max(0.1)));
-    client.stop.store(true, Ordering::Relaxed);
-    let _ = client_thread.join();
+    load.stop();
+    for c in clients {
+        let _ = c.join();
+    }
 
     // The verdict.
-    let replies = client.replies.lock().unwrap().clone();
-    if let Some(e) = client.error.lock().unwrap().clone() {
-        failures.push(format!("client: {e}"));
-    }
-    let mut lost = 0u64;
-    let mut backwards = 0u64;
-    for w in replies.windows(2) {
-        if w[1].1 <= w[0].1 {
-            backwards += 1;
-        } else if w[1].1 != w[0].1 + 1 {
-            lost += w[1].1 - w[0].1 - 1;
-        }
-    }
-    if lost > 0 {
-        failures.push(format!("{lost} increments lost"));
-    }
-    if backwards > 0 {
-        failures.push(format!("the counter went backwards {backwards} times"));
-    }
+    let verdict = load.verdict(fwd_addr);
+    failures.extend(verdict.failures.iter().cloned());
     let mut failover_ms = Vec::new();
-    for (killed, n) in &kills {
-        match replies.get(*n) {
-            Some((t, _)) => {
-                failover_ms.push(t.saturating_duration_since(*killed).as_secs_f64() * 1e3)
-            }
-            None => failures.push("no reply after the kill".into()),
+    for (killed, _) in &kills {
+        match load.first_ack_after(*killed) {
+            Some(t) => failover_ms.push(t.saturating_duration_since(*killed).as_secs_f64() * 1e3),
+            None => failures.push("no acknowledgment after the kill".into()),
         }
-    }
-    // A fresh connection sees the last acknowledged value.
-    let last = replies.last().map(|r| r.1).unwrap_or(0);
-    let check = TcpStream::connect_timeout(&fwd_addr, Duration::from_secs(2)).and_then(|mut c| {
-        c.set_read_timeout(Some(Duration::from_secs(5)))?;
-        c.write_all(b"get\n")?;
-        let mut l = String::new();
-        BufReader::new(c).read_line(&mut l)?;
-        Ok(l.trim().parse::<u64>().unwrap_or(u64::MAX))
-    });
-    match check {
-        Ok(v) if v == last => {}
-        Ok(v) => failures.push(format!(
-            "a new connection reads {v}, the client's last reply was {last}"
-        )),
-        Err(e) => failures.push(format!("a new connection failed: {e}")),
     }
     println!();
     let _ = super::status::status(&crate::cli::StatusArgs {
@@ -435,11 +358,7 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
     drop(procs);
     println!();
     println!("summary");
-    println!("  requests answered       {}", replies.len());
-    println!(
-        "  counter                 {} -> {last}",
-        replies.first().map(|r| r.1).unwrap_or(0)
-    );
+    println!("  service                 {}", load.name());
     println!("  failovers               {}", kills.len());
     println!(
         "  kill -> next reply      {}",
@@ -449,16 +368,9 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("  increments lost         {lost}");
-    println!("  counter went backwards  {backwards} times");
-    println!(
-        "  connection              {}",
-        if client.error.lock().unwrap().is_none() {
-            "survived"
-        } else {
-            "broke"
-        }
-    );
+    for (name, value) in &verdict.lines {
+        println!("  {name:<23} {value}");
+    }
     if failures.is_empty() {
         println!("  verdict                 OK: nothing acknowledged was lost");
         Ok(ExitCode::SUCCESS)

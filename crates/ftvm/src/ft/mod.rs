@@ -15,6 +15,7 @@ pub mod primary;
 pub mod status;
 pub mod transfer;
 pub mod wire;
+pub mod workload;
 
 use crate::cli::{DeviceArgs, NodeArgs, PrimaryArgs};
 use crate::driver::{Driver, End};
@@ -261,6 +262,7 @@ pub fn primary(args: &PrimaryArgs) -> Result<ExitCode> {
     let devices = DeviceArgs {
         disk: args.disk.clone(),
         net: Some(format!("switch={}", args.switch)),
+        console: crate::cli::ConsoleMode::None,
     };
     let (devcfg, backends) = crate::run::devices(&devices, false)?;
     let cfg = crate::run::boot_config(&args.machine, devcfg)?;
