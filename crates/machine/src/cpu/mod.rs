@@ -238,8 +238,11 @@ impl Hart {
                 return Some(f);
             }
         }
-        if b.hits < hot || b.hits == NEVER {
-            b.hits = b.hits.saturating_add((b.hits != NEVER) as u32);
+        if b.hits == NEVER {
+            return None;
+        }
+        if b.hits < hot {
+            b.hits += 1;
             return None;
         }
         let (insns, paddr) = (b.insns.clone(), b.paddr);

@@ -8,7 +8,10 @@
 //! pc is the handler's).
 
 use super::JitCtx;
+use crate::bus::Bus;
 use crate::cpu::decode::Insn;
+use crate::cpu::trap::Exception;
+use crate::cpu::Hart;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Carry on with the block.
@@ -21,10 +24,7 @@ pub(super) const TRAPPED: u64 = 2;
 /// Run `f` on the hart and bus behind `ctx`; a panic is kept for the dispatcher to
 /// resume (unwinding cannot cross generated frames) and ends the block.
 #[inline(always)]
-unsafe fn with(
-    ctx: *mut JitCtx,
-    f: impl FnOnce(&mut crate::cpu::Hart, &mut crate::bus::Bus, &mut u64) -> u64,
-) -> u64 {
+unsafe fn with(ctx: *mut JitCtx, f: impl FnOnce(&mut Hart, &mut Bus, &mut u64) -> u64) -> u64 {
     // SAFETY: the dispatcher built `ctx` from live references for this call
     // (`Hart::run_compiled`), and nothing else uses them while the helper runs.
     let ctx = unsafe { &mut *ctx };
@@ -39,22 +39,25 @@ unsafe fn with(
     }
 }
 
+/// The helper's result for an interpreter step that returned `r`.
+#[inline(always)]
+fn status(hart: &mut Hart, bus: &mut Bus, r: Result<(), Exception>) -> u64 {
+    match r {
+        Ok(()) if bus.attention => STOP,
+        Ok(()) => CONTINUE,
+        Err(e) => {
+            hart.take_exception(bus, e);
+            TRAPPED
+        }
+    }
+}
+
 /// A load of `N` bytes at `va` (value, zero-extended, in `scratch`).
 pub(super) unsafe extern "C" fn load<const N: usize>(ctx: *mut JitCtx, va: u64) -> u64 {
     unsafe {
-        with(ctx, |hart, bus, scratch| match hart.load::<N>(bus, va) {
-            Ok(v) => {
-                *scratch = v;
-                if bus.attention {
-                    STOP
-                } else {
-                    CONTINUE
-                }
-            }
-            Err(e) => {
-                hart.take_exception(bus, e);
-                TRAPPED
-            }
+        with(ctx, |hart, bus, scratch| {
+            let r = hart.load::<N>(bus, va).map(|v| *scratch = v);
+            status(hart, bus, r)
         })
     }
 }
@@ -62,13 +65,9 @@ pub(super) unsafe extern "C" fn load<const N: usize>(ctx: *mut JitCtx, va: u64) 
 /// A store of the low `N` bytes of `v` at `va`.
 pub(super) unsafe extern "C" fn store<const N: usize>(ctx: *mut JitCtx, va: u64, v: u64) -> u64 {
     unsafe {
-        with(ctx, |hart, bus, _| match hart.store::<N>(bus, va, v) {
-            Ok(()) if bus.attention => STOP,
-            Ok(()) => CONTINUE,
-            Err(e) => {
-                hart.take_exception(bus, e);
-                TRAPPED
-            }
+        with(ctx, |hart, bus, _| {
+            let r = hart.store::<N>(bus, va, v);
+            status(hart, bus, r)
         })
     }
 }
@@ -81,20 +80,10 @@ pub(super) unsafe extern "C" fn interp(ctx: *mut JitCtx, insn: *const (Insn, u8)
     unsafe {
         with(ctx, |hart, bus, _| {
             let pc = hart.s.pc;
-            match hart.execute(bus, insn, pc, len as u64) {
-                Ok(next) => {
-                    hart.s.pc = next;
-                    if bus.attention {
-                        STOP
-                    } else {
-                        CONTINUE
-                    }
-                }
-                Err(e) => {
-                    hart.take_exception(bus, e);
-                    TRAPPED
-                }
-            }
+            let r = hart
+                .execute(bus, insn, pc, len as u64)
+                .map(|next| hart.s.pc = next);
+            status(hart, bus, r)
         })
     }
 }

@@ -228,20 +228,20 @@ impl Jit {
     /// `mode`.
     pub fn compile(
         &mut self,
-        insns: &Rc<[(Insn, u8)]>,
+        insns: &BlockInsns,
         paddr: u64,
         mode: DataMode,
         ram_size: u64,
     ) -> Compiled {
         let started = std::time::Instant::now();
-        let done = self.compile_timed(insns, paddr, mode, ram_size);
+        let done = self.translate_and_emit(insns, paddr, mode, ram_size);
         self.stats.compile_time += started.elapsed();
         done
     }
 
-    fn compile_timed(
+    fn translate_and_emit(
         &mut self,
-        insns: &Rc<[(Insn, u8)]>,
+        insns: &BlockInsns,
         paddr: u64,
         mode: DataMode,
         ram_size: u64,
