@@ -31,14 +31,7 @@ pub fn sim(args: &SimArgs) -> Result<ExitCode> {
     let s = if args.trace {
         let mut s = ftvm_sim::Summary::default();
         for seed in args.first_seed..args.first_seed.saturating_add(args.seeds) {
-            let r = trace_seed(seed, plant);
-            s.seeds += 1;
-            s.faults.add(&r.faults);
-            s.ops += r.ops;
-            s.failovers += r.failovers;
-            if !r.violations.is_empty() {
-                s.failing.push(r);
-            }
+            s.add(trace_seed(seed, plant));
         }
         s
     } else {

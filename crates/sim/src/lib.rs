@@ -36,19 +36,26 @@ pub struct Summary {
 pub fn run_seeds(first: u64, count: u64, plant: Option<Plant>, stop: bool) -> Summary {
     let mut s = Summary::default();
     for seed in first..first.saturating_add(count) {
-        let r = run_seed(seed, plant);
-        s.seeds += 1;
-        s.faults.add(&r.faults);
-        s.ops += r.ops;
-        s.failovers += r.failovers;
-        if !r.violations.is_empty() {
-            s.failing.push(r);
-            if stop {
-                break;
-            }
+        if !s.add(run_seed(seed, plant)) && stop {
+            break;
         }
     }
     s
+}
+
+impl Summary {
+    /// Count one seed's report in; false if it found violations (it is kept).
+    pub fn add(&mut self, r: Report) -> bool {
+        self.seeds += 1;
+        self.faults.add(&r.faults);
+        self.ops += r.ops;
+        self.failovers += r.failovers;
+        let clean = r.violations.is_empty();
+        if !clean {
+            self.failing.push(r);
+        }
+        clean
+    }
 }
 
 /// The one command that replays `seed`.

@@ -353,19 +353,14 @@ impl Redis {
         let mut conn = None;
         let mut seq = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
-            let c = match &mut conn {
-                Some(c) => c,
-                None => match Resp::connect(addr) {
-                    Ok(c) => conn.insert(c),
-                    Err(e) => {
-                        self.errors
-                            .lock()
-                            .unwrap()
-                            .push(format!("client {id}: connect: {e}"));
-                        std::thread::sleep(Duration::from_millis(100));
-                        continue;
-                    }
-                },
+            let Some(c) = connection(
+                &mut conn,
+                || Resp::connect(addr),
+                &self.errors,
+                "client",
+                id,
+            ) else {
+                continue;
             };
             let r = next();
             let key = (r >> 8) as usize % self.keys;
@@ -706,19 +701,14 @@ impl Postgres {
         let mut conn: Option<Pg> = None;
         let mut n = 0i64;
         while !self.stop.load(Ordering::Relaxed) {
-            let c = match &mut conn {
-                Some(c) => c,
-                None => match Pg::connect(addr) {
-                    Ok(c) => conn.insert(c),
-                    Err(e) => {
-                        self.errors
-                            .lock()
-                            .unwrap()
-                            .push(format!("inserter {id}: connect: {e}"));
-                        std::thread::sleep(Duration::from_millis(100));
-                        continue;
-                    }
-                },
+            let Some(c) = connection(
+                &mut conn,
+                || Pg::connect(addr),
+                &self.errors,
+                "inserter",
+                id,
+            ) else {
+                continue;
             };
             n += 1;
             let value = ((id as i64) << 40) | n;
@@ -896,6 +886,31 @@ pub fn for_service(name: &str) -> Result<Arc<dyn Workload>> {
         "postgres" => Arc::new(Postgres::new(2)),
         _ => bail!("unknown service '{name}' (expected counter, redis or postgres)"),
     })
+}
+
+/// The open connection in `conn`, or a new one; a failed connect is recorded in
+/// `errors` (as the client saw it) and, after 100 ms, `None` to try again.
+fn connection<'a, C, E: std::fmt::Display>(
+    conn: &'a mut Option<C>,
+    connect: impl FnOnce() -> Result<C, E>,
+    errors: &Mutex<Vec<String>>,
+    who: &str,
+    id: usize,
+) -> Option<&'a mut C> {
+    if conn.is_none() {
+        match connect() {
+            Ok(c) => *conn = Some(c),
+            Err(e) => {
+                errors
+                    .lock()
+                    .unwrap()
+                    .push(format!("{who} {id}: connect: {e}"));
+                std::thread::sleep(Duration::from_millis(100));
+                return None;
+            }
+        }
+    }
+    conn.as_mut()
 }
 
 #[cfg(test)]
