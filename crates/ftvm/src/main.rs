@@ -1,15 +1,7 @@
-//! `ftvm`: the command-line front end.
-
-mod cli;
-mod driver;
-mod ft;
-mod guest;
-mod replica;
-mod run;
-mod services;
-mod sim;
+//! `ftvm`: the command-line front end over the `ftvm` library.
 
 use clap::Parser;
+use ftvm::{cli, ft, run, services, sim};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
