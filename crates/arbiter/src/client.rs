@@ -1,7 +1,9 @@
 //! The client side of the arbiter: one authenticated connection, one request at a time.
 
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
+
+use ftvm_world::{ArbiterFailure, Decision};
 
 use crate::channel::Channel;
 use crate::error::ArbiterError;
@@ -98,5 +100,59 @@ impl ArbiterClient {
             Reply::Current(g) => Ok(g),
             r => Err(ArbiterError::UnexpectedReply(r)),
         }
+    }
+}
+
+/// The arbiter at an address as a node's [`ftvm_world::Arbiter`]: each question on a
+/// connection of its own, so a lost connection costs nothing (the node asks again).
+#[derive(Debug, Clone)]
+pub struct RemoteArbiter {
+    addr: SocketAddr,
+    secret: Vec<u8>,
+    timeout: Duration,
+}
+
+impl RemoteArbiter {
+    /// The arbiter at `addr`, authenticated with `secret`, `timeout` on every step.
+    pub fn new(addr: SocketAddr, secret: &[u8], timeout: Duration) -> RemoteArbiter {
+        RemoteArbiter {
+            addr,
+            secret: secret.to_vec(),
+            timeout,
+        }
+    }
+
+    fn connect(&self) -> Result<ArbiterClient, ArbiterFailure> {
+        ArbiterClient::connect(self.addr, &self.secret, self.timeout).map_err(failure)
+    }
+}
+
+/// A failed question as a node sees it: only a failed authentication is final.
+fn failure(e: ArbiterError) -> ArbiterFailure {
+    match e {
+        ArbiterError::Unauthenticated(why) => ArbiterFailure::Unauthenticated(why.to_string()),
+        e => ArbiterFailure::Unreachable(e.to_string()),
+    }
+}
+
+impl ftvm_world::Arbiter for RemoteArbiter {
+    fn test_and_set(
+        &self,
+        vm: &str,
+        generation: u64,
+        claimant: &str,
+    ) -> Result<Decision, ArbiterFailure> {
+        let outcome = self
+            .connect()?
+            .test_and_set(vm, generation, claimant)
+            .map_err(failure)?;
+        Ok(match outcome {
+            Outcome::Won => Decision::Won,
+            Outcome::Lost { winner } => Decision::Lost { winner },
+        })
+    }
+
+    fn current(&self, vm: &str) -> Result<Option<u64>, ArbiterFailure> {
+        self.connect()?.current(vm).map_err(failure)
     }
 }

@@ -46,7 +46,7 @@ mod server;
 mod state;
 
 pub use channel::{client_handshake, server_handshake};
-pub use client::{ArbiterClient, DEFAULT_TIMEOUT};
+pub use client::{ArbiterClient, RemoteArbiter, DEFAULT_TIMEOUT};
 pub use error::{ArbiterError, AuthFailure};
 pub use proto::{Reply, Request, MAX_MESSAGE_LEN, MAX_NAME_LEN, PROTOCOL_VERSION};
 pub use server::{Arbiter, ArbiterHandle, ServerConfig};

@@ -4,7 +4,11 @@
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::time::Duration;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use ftvm_world::mio::unix::SourceFd;
+use ftvm_world::mio::{Interest, Registry, Token};
 
 use crate::table::Mac;
 use crate::wire::{self, Decoder, Outbox, MAX_MESSAGE};
@@ -14,6 +18,8 @@ use crate::SwitchError;
 pub const PORT_QUEUE_BYTES: usize = 1 << 20;
 /// How long [`SwitchPort::connect`] waits for the switch to answer and take the hello.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most frames one [`ftvm_world::Net::recv`] hands over.
+const RECV_BATCH: usize = 256;
 
 /// A connection to a [`crate::Switch`], non-blocking after the hello.
 #[derive(Debug)]
@@ -88,23 +94,25 @@ impl SwitchPort {
         }
     }
 
-    /// Reads one chunk from the socket into the inbox (at most 64 KiB of frames).
+    /// Reads from the socket into the inbox until a frame is complete or the socket
+    /// has nothing more (so that an empty inbox means a drained socket: readiness is
+    /// edge-triggered, see [`ftvm_world::net`]).
     fn fill(&mut self) -> Result<(), SwitchError> {
-        let n = loop {
-            match self.stream.read(&mut self.chunk) {
+        while self.inbox.is_empty() {
+            let n = match self.stream.read(&mut self.chunk) {
                 Ok(0) => {
                     self.closed = true;
                     return Ok(());
                 }
-                Ok(n) => break n,
+                Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(SwitchError::Io(e)),
+            };
+            self.decoder.push(&self.chunk[..n]);
+            while let Some(frame) = self.decoder.next_message().map_err(SwitchError::Protocol)? {
+                self.inbox.push_back(frame);
             }
-        };
-        self.decoder.push(&self.chunk[..n]);
-        while let Some(frame) = self.decoder.next_message().map_err(SwitchError::Protocol)? {
-            self.inbox.push_back(frame);
         }
         Ok(())
     }
@@ -123,6 +131,43 @@ impl SwitchPort {
     /// gratuitous ARP, as a backup does when it goes live (DESIGN.md §4).
     pub fn announce(&mut self, mac: Mac, ip: Ipv4Addr) -> Result<bool, SwitchError> {
         self.send(&gratuitous_arp(mac, ip))
+    }
+}
+
+/// A port on a switch as the guest NIC's network (`--net switch=ADDR`, `ftvm primary`).
+impl ftvm_world::Net for SwitchPort {
+    fn send(&mut self, frame: &[u8]) {
+        if let Err(e) = SwitchPort::send(self, frame) {
+            tracing::warn!("switch port: {e}");
+        }
+    }
+
+    fn recv(&mut self, _now: Instant) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        while frames.len() < RECV_BATCH {
+            match self.try_recv() {
+                Ok(Some(f)) => frames.push(f),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!("switch port: {e}");
+                    break;
+                }
+            }
+        }
+        frames
+    }
+
+    fn timer(&mut self, _now: Instant) -> Option<Duration> {
+        None
+    }
+
+    /// Readable for frames, writable for the queued output a slow switch left.
+    fn register(&mut self, registry: &Registry, token: Token) -> std::io::Result<()> {
+        registry.register(
+            &mut SourceFd(&self.stream.as_raw_fd()),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        )
     }
 }
 

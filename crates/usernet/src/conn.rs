@@ -59,6 +59,12 @@ impl Conn {
         }
     }
 
+    /// The host socket's descriptor while it is open (to watch it for readiness).
+    pub fn host_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.host.as_ref().map(|h| h.as_raw_fd())
+    }
+
     /// Moves bytes and closes both ways; returns how many bytes moved.
     pub fn relay(&mut self, sock: &mut Socket<'_>, m: &mut Metrics) -> usize {
         if !matches!(sock.state(), State::SynSent | State::Closed | State::Listen) {

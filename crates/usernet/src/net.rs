@@ -4,7 +4,11 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
+
+use ftvm_world::mio::unix::SourceFd;
+use ftvm_world::mio::{Interest, Registry, Token};
 
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
 use smoltcp::socket::tcp;
@@ -48,6 +52,9 @@ pub struct UserNet {
     last_ts: smoltcp::time::Instant,
     guest_mac: Option<[u8; 6]>,
     metrics: Metrics,
+    /// Where host sockets are watched for readiness ([`ftvm_world::Net::register`]):
+    /// connections accepted later join it.
+    watch: Option<(Registry, Token)>,
 }
 
 impl std::fmt::Debug for UserNet {
@@ -101,6 +108,7 @@ impl UserNet {
             last_ts: smoltcp::time::Instant::ZERO,
             guest_mac: None,
             metrics: Metrics::default(),
+            watch: None,
         })
     }
 
@@ -192,6 +200,43 @@ impl UserNet {
             .poll_delay(ts, &self.sockets)
             .map_or(Duration::MAX, |d| Duration::from_micros(d.total_micros()));
         smol.min(self.cfg.host_poll_interval)
+    }
+
+    /// How long until [`UserNet::poll`] must run for smoltcp's own timers (zero while
+    /// guest frames wait); `None`: none is armed. With the host sockets watched for
+    /// readiness this is the only deadline.
+    pub fn timer_delay(&mut self, now: Instant) -> Option<Duration> {
+        let ts = self.timestamp(now);
+        if !self.device.rx.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        self.iface
+            .poll_delay(ts, &self.sockets)
+            .map(|d| Duration::from_micros(d.total_micros()))
+    }
+
+    /// Watch the host listeners and connections with `registry` under `token`; those
+    /// accepted later are watched too.
+    pub fn watch(&mut self, registry: &Registry, token: Token) -> std::io::Result<()> {
+        let registry = registry.try_clone()?;
+        for l in &self.listeners {
+            registry.register(
+                &mut SourceFd(&l.socket.as_raw_fd()),
+                token,
+                Interest::READABLE,
+            )?;
+        }
+        for c in &self.conns {
+            if let Some(fd) = c.host_fd() {
+                registry.register(
+                    &mut SourceFd(&fd),
+                    token,
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+            }
+        }
+        self.watch = Some((registry, token));
+        Ok(())
     }
 
     /// Resets every forwarded connection (RSTs reach the guest with the next poll).
@@ -286,6 +331,18 @@ impl UserNet {
             tracing::warn!("cannot start guest connection: {e}");
             return;
         }
+        if let Some((registry, token)) = &self.watch {
+            // Closing the stream later removes it from the registry.
+            let watched = registry.register(
+                &mut SourceFd(&stream.as_raw_fd()),
+                *token,
+                Interest::READABLE | Interest::WRITABLE,
+            );
+            if let Err(e) = watched {
+                tracing::warn!("cannot watch a forwarded connection: {e}; closing it");
+                return;
+            }
+        }
         let handle = self.sockets.add(sock);
         self.conns.push(Conn::new(stream, handle, port));
     }
@@ -327,6 +384,25 @@ impl UserNet {
             metrics.connections_closed += 1;
             false
         });
+    }
+}
+
+/// The gateway as the guest NIC's network (`ftvm run --net user`).
+impl ftvm_world::Net for UserNet {
+    fn send(&mut self, frame: &[u8]) {
+        self.from_guest(frame);
+    }
+
+    fn recv(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        self.poll(now)
+    }
+
+    fn timer(&mut self, now: Instant) -> Option<Duration> {
+        self.timer_delay(now)
+    }
+
+    fn register(&mut self, registry: &Registry, token: Token) -> std::io::Result<()> {
+        self.watch(registry, token)
     }
 }
 

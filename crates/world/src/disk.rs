@@ -162,6 +162,31 @@ impl DiskImage {
     }
 }
 
+/// A disk behind the guest's virtio-blk: sector reads and writes, and a flush that
+/// makes written data durable (DESIGN.md §5 "Disk").
+pub trait Disk: Send {
+    /// Read `len` bytes starting at `sector`.
+    fn read(&mut self, sector: u64, len: u64) -> Result<Vec<u8>, DiskError>;
+    /// Write `data` (a whole number of sectors) starting at `sector`.
+    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), DiskError>;
+    /// Make every completed write durable.
+    fn flush(&mut self) -> Result<(), DiskError>;
+}
+
+impl Disk for DiskImage {
+    fn read(&mut self, sector: u64, len: u64) -> Result<Vec<u8>, DiskError> {
+        DiskImage::read(self, sector, len)
+    }
+
+    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), DiskError> {
+        DiskImage::write(self, sector, data)
+    }
+
+    fn flush(&mut self) -> Result<(), DiskError> {
+        DiskImage::flush(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,18 @@ impl HostEntropy {
     }
 }
 
+/// A source of randomness for the guest's virtio-rng.
+pub trait Entropy: Send {
+    /// `len` random bytes (a source may give fewer: at most 64 KiB per request).
+    fn bytes(&mut self, len: usize) -> io::Result<Vec<u8>>;
+}
+
+impl Entropy for HostEntropy {
+    fn bytes(&mut self, len: usize) -> io::Result<Vec<u8>> {
+        HostEntropy::bytes(self, len)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -49,6 +49,26 @@ pub fn ticks_to_duration(t: u64) -> Duration {
     Duration::from_nanos(t.saturating_mul(100))
 }
 
+/// Host time on the guest's timebase, as the driver keeps guest time near it
+/// (DESIGN.md §2).
+pub trait Clock: Send {
+    /// Ticks elapsed since the clock's start.
+    fn ticks(&self) -> u64;
+    /// How long until the clock reads `ticks` (zero once it does).
+    fn until(&self, ticks: u64) -> Duration;
+}
+
+impl Clock for HostClock {
+    fn ticks(&self) -> u64 {
+        HostClock::ticks(self)
+    }
+
+    fn until(&self, ticks: u64) -> Duration {
+        self.instant_at(ticks)
+            .saturating_duration_since(Instant::now())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
