@@ -11,17 +11,25 @@
 //! its boot files. **Live** (network attached): guest time is kept at or ahead of host
 //! time by clock events at slice boundaries and idle wake-ups, and an idle guest waits
 //! in real time for its timer or for network traffic.
+//!
+//! Waiting is readiness-driven (issue 11): one [`Poll`] watches the network's
+//! sockets, the console, a [`Waker`] the journal's threads ring when they have news (an
+//! ack, an arbiter answer, a backup knocking) and a pipe the SIGINT/SIGTERM handlers
+//! write to; the timeout is the nearest deadline (the guest's timer, the network's own
+//! timers, the journal's next tick). Outputs held for an ack leave when the ack arrives.
 
 use crate::replica::Journal;
 use anyhow::{bail, Context, Result};
 use ftvm_machine::devices::virtio::{BlkError, BlkRequest, BlkRequestKind};
 use ftvm_machine::{Event, Exit, ICount, Machine, OutputKind};
-use ftvm_usernet::UserNet;
 use ftvm_world::console::StdinConsole;
-use ftvm_world::disk::DiskImage;
-use ftvm_world::entropy::HostEntropy;
 use ftvm_world::hostclock::HostClock;
-use std::io::Write;
+use ftvm_world::mio::unix::SourceFd;
+use ftvm_world::mio::{Events, Interest, Poll, Token, Waker};
+use ftvm_world::{Clock, Disk, Entropy, Net};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,78 +40,25 @@ const LIVE_SLICE: u64 = 2_000_000;
 const VIRTUAL_SLICE: u64 = 50_000_000;
 /// Instructions per slice while outputs wait for the backup's acknowledgment.
 const WAITING_SLICE: u64 = 50_000;
-/// Longest single sleep while the guest idles.
-const MAX_IDLE_SLEEP: Duration = Duration::from_millis(20);
-/// Longest sleep while the guest idles with a live journal (heartbeats are due).
-const JOURNAL_IDLE_SLEEP: Duration = Duration::from_millis(2);
-/// Longest wait while the guest idles and outputs wait for an acknowledgment.
-const WAITING_IDLE_SLEEP: Duration = Duration::from_micros(50);
-/// Longest wait while the guest may not run (the arbiter, a lagging backup, a shutdown).
-const HALTED_WAIT: Duration = Duration::from_millis(1);
-
-/// Longest sleep while the guest idles with a console attached (typing stays snappy).
+/// Longest wait while the guest idles with a console whose input cannot be watched (a
+/// regular file) or whose UART has no room (typing stays snappy).
 const CONSOLE_POLL: Duration = Duration::from_millis(5);
 
-/// Where the guest's NIC is plugged in.
-pub enum Network {
-    /// User-mode networking inside this process.
-    User(Box<UserNet>),
-    /// A port on an `ftvm switch` process (the LAN outside this host).
-    Switch(ftvm_switch::SwitchPort),
-}
-
-impl Network {
-    /// Carry a frame the guest sent.
-    fn send_guest_frame(&mut self, frame: &[u8]) {
-        match self {
-            Network::User(n) => n.from_guest(frame),
-            Network::Switch(p) => {
-                if let Err(e) = p.send(frame) {
-                    tracing::warn!("switch port: {e}");
-                }
-            }
-        }
-    }
-
-    /// Frames for the guest (bounded per call).
-    fn poll(&mut self, now: Instant) -> Vec<Vec<u8>> {
-        match self {
-            Network::User(n) => n.poll(now),
-            Network::Switch(p) => {
-                let mut frames = Vec::new();
-                while frames.len() < 256 {
-                    match p.try_recv() {
-                        Ok(Some(f)) => frames.push(f),
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::warn!("switch port: {e}");
-                            break;
-                        }
-                    }
-                }
-                frames
-            }
-        }
-    }
-
-    /// How long the network may wait before the next poll.
-    fn poll_delay(&mut self, now: Instant) -> Duration {
-        match self {
-            Network::User(n) => n.poll_delay(now),
-            Network::Switch(_) => Duration::from_micros(100),
-        }
-    }
-}
+/// What woke a wait.
+const NET: Token = Token(0);
+const CONSOLE: Token = Token(1);
+const NEWS: Token = Token(2);
+const SIGNAL: Token = Token(3);
 
 /// The host side of a machine's devices.
 #[derive(Default)]
 pub struct Backends {
-    /// The disk image behind virtio-blk.
-    pub disk: Option<DiskImage>,
+    /// The disk behind virtio-blk.
+    pub disk: Option<Box<dyn Disk>>,
     /// The network behind virtio-net (makes the run live).
-    pub net: Option<Network>,
-    /// Host randomness behind virtio-rng.
-    pub entropy: Option<HostEntropy>,
+    pub net: Option<Box<dyn Net>>,
+    /// The randomness behind virtio-rng.
+    pub entropy: Option<Box<dyn Entropy>>,
     /// Host stdin behind the UART's receive side (makes the run live).
     pub console: Option<StdinConsole>,
 }
@@ -126,7 +81,8 @@ pub struct Driver<W: Write> {
     pub machine: Machine,
     backends: Backends,
     console: W,
-    clock: Option<HostClock>,
+    clock: Option<Box<dyn Clock>>,
+    readiness: Readiness,
     /// Device errors already logged.
     device_errors: u64,
     /// Where inputs and outputs are logged (a recording, or a primary's channel).
@@ -136,20 +92,27 @@ pub struct Driver<W: Write> {
 }
 
 impl<W: Write> Driver<W> {
-    /// A driver; live time if the network is attached.
-    pub fn new(machine: Machine, backends: Backends, console: W) -> Driver<W> {
+    /// A driver; live time if the network or the console is attached.
+    pub fn new(machine: Machine, mut backends: Backends, console: W) -> Result<Driver<W>> {
         let mtime = machine.mtime();
         let live = backends.net.is_some() || backends.console.is_some();
-        let clock = live.then(|| HostClock::starting_at(mtime));
-        Driver {
+        let clock = live.then(|| Box::new(HostClock::starting_at(mtime)) as Box<dyn Clock>);
+        let readiness = Readiness::new(&mut backends)?;
+        Ok(Driver {
             machine,
             backends,
             console,
             clock,
+            readiness,
             device_errors: 0,
             journal: None,
             stop: Arc::new(AtomicBool::new(false)),
-        }
+        })
+    }
+
+    /// What the journal's threads ring when they have news for it (see [`Journal`]).
+    pub fn waker(&self) -> Arc<Waker> {
+        self.readiness.waker.clone()
     }
 
     /// Give the backends back (e.g. to reboot a machine with the same disk).
@@ -168,6 +131,7 @@ impl<W: Write> Driver<W> {
 
     /// Run until the instruction count reaches `until`, power-off or reset.
     pub fn drive(&mut self, until: ICount) -> Result<End> {
+        self.readiness.watch_signals()?;
         // How the run ends, once it does: the journal's shutdown completes first.
         let mut ending: Option<End> = None;
         loop {
@@ -181,11 +145,11 @@ impl<W: Write> Driver<W> {
                     return Ok(end);
                 }
                 ending = Some(end);
-                self.wait(HALTED_WAIT);
+                self.wait(None)?;
                 continue;
             }
             if !self.journal.as_ref().is_none_or(|j| j.may_run(now.0)) {
-                self.wait(HALTED_WAIT);
+                self.wait(None)?;
                 continue;
             }
             let slice = match self.clock {
@@ -242,12 +206,19 @@ impl<W: Write> Driver<W> {
         Ok(end)
     }
 
-    /// Wait up to `max` for the journal's news (or just wait, without a journal).
-    fn wait(&mut self, max: Duration) {
-        match &mut self.journal {
-            Some(j) => j.wait(max),
-            None => std::thread::sleep(max),
+    /// Wait until a watched source is ready, the journal's next deadline, or `timeout`
+    /// (`None`: no deadline of the caller's). A signal sets the stop flag.
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<()> {
+        let now = Instant::now();
+        let journal = self
+            .journal
+            .as_ref()
+            .and_then(|j| j.deadline())
+            .map(|at| at.saturating_duration_since(now));
+        if self.readiness.wait(earliest(timeout, journal))? {
+            self.stop.store(true, Ordering::Relaxed);
         }
+        Ok(())
     }
 
     /// Carry the machine's outputs to the world; answer disk and entropy requests.
@@ -281,7 +252,7 @@ impl<W: Write> Driver<W> {
             OutputKind::NetFrame(frame) => {
                 tracing::trace!(len = frame.len(), "frame from guest");
                 if let Some(net) = &mut self.backends.net {
-                    net.send_guest_frame(&frame);
+                    net.send(&frame);
                 }
             }
             OutputKind::Disk(req) => {
@@ -409,7 +380,7 @@ impl<W: Write> Driver<W> {
     /// Frames the network has for the guest (not yet delivered).
     fn poll_network(&mut self) -> Vec<Vec<u8>> {
         match &mut self.backends.net {
-            Some(net) => net.poll(Instant::now()),
+            Some(net) => net.recv(Instant::now()),
             None => Vec::new(),
         }
     }
@@ -445,7 +416,7 @@ impl<W: Write> Driver<W> {
         let timer_at = self
             .machine
             .idle_ticks()
-            .map(|t| clock.instant_at(self.machine.mtime().saturating_add(t)));
+            .map(|t| Instant::now() + clock.until(self.machine.mtime().saturating_add(t)));
         // A sleeping guest needs no clock updates: time moves (one event) only when
         // it wakes, for its timer or for traffic. That keeps an idle guest's log small.
         loop {
@@ -462,21 +433,121 @@ impl<W: Write> Driver<W> {
             if self.poll_console()? {
                 return Ok(());
             }
-            let mut wait = match &self.journal {
-                Some(j) if j.holding() => WAITING_IDLE_SLEEP,
-                Some(j) if j.is_live() => JOURNAL_IDLE_SLEEP,
-                _ => MAX_IDLE_SLEEP,
-            };
-            if let Some(at) = timer_at {
-                wait = wait.min(at - now);
-            }
+            // Held outputs need no deadline: the ack that releases them is news.
+            let mut wait = timer_at.map(|at| at - now);
             if let Some(net) = &mut self.backends.net {
-                wait = wait.min(net.poll_delay(now));
+                wait = earliest(wait, net.timer(now));
             }
-            if self.backends.console.is_some() {
-                wait = wait.min(CONSOLE_POLL);
+            if self.backends.console.is_some()
+                && (!self.readiness.console_watched || self.machine.console_input_room() == 0)
+            {
+                wait = earliest(wait, Some(CONSOLE_POLL));
             }
-            self.wait(wait);
+            self.wait(wait)?;
+        }
+    }
+}
+
+/// The nearer of two optional timeouts.
+fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What a driver waits on: the backends' sockets, the console, the journal's news and
+/// the stop signals.
+struct Readiness {
+    poll: Poll,
+    events: Events,
+    waker: Arc<Waker>,
+    /// The console's input is watched (a terminal or a pipe; a regular file cannot be).
+    console_watched: bool,
+    /// The read end of the pipe the SIGINT/SIGTERM handlers write to, once installed.
+    signals: Option<(UnixStream, Vec<signal_hook::SigId>)>,
+}
+
+impl Readiness {
+    fn new(backends: &mut Backends) -> Result<Readiness> {
+        let poll = Poll::new().context("cannot create a readiness poll")?;
+        let waker = Arc::new(Waker::new(poll.registry(), NEWS).context("cannot create a waker")?);
+        if let Some(net) = &mut backends.net {
+            net.register(poll.registry(), NET)
+                .context("cannot watch the network's sockets")?;
+        }
+        let console_watched = backends.console.is_some()
+            && poll
+                .registry()
+                .register(
+                    &mut SourceFd(&std::io::stdin().as_raw_fd()),
+                    CONSOLE,
+                    Interest::READABLE,
+                )
+                .is_ok();
+        Ok(Readiness {
+            poll,
+            events: Events::with_capacity(64),
+            waker,
+            console_watched,
+            signals: None,
+        })
+    }
+
+    /// Let SIGINT and SIGTERM wake a wait (the driver then sets its stop flag itself:
+    /// no race with the caller's own handlers). Installed when a drive starts.
+    fn watch_signals(&mut self) -> Result<()> {
+        if self.signals.is_some() {
+            return Ok(());
+        }
+        let (read, write) = UnixStream::pair().context("cannot create the signal pipe")?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&read.as_raw_fd()), SIGNAL, Interest::READABLE)
+            .context("cannot watch the signal pipe")?;
+        let mut ids = Vec::new();
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let w = write.try_clone()?;
+            ids.push(
+                signal_hook::low_level::pipe::register(sig, w)
+                    .context("cannot install a signal handler")?,
+            );
+        }
+        self.signals = Some((read, ids));
+        Ok(())
+    }
+
+    /// Wait for readiness or `timeout`; true if a stop signal arrived.
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(false),
+            Err(e) => return Err(e).context("waiting for the world failed"),
+        }
+        let mut signalled = false;
+        for ev in self.events.iter() {
+            if ev.token() == SIGNAL {
+                signalled = true;
+            }
+        }
+        if signalled {
+            if let Some((read, _)) = &mut self.signals {
+                let mut buf = [0u8; 64];
+                while matches!(read.read(&mut buf), Ok(n) if n > 0) {}
+            }
+        }
+        Ok(signalled)
+    }
+}
+
+impl Drop for Readiness {
+    fn drop(&mut self) {
+        if let Some((_, ids)) = self.signals.take() {
+            for id in ids {
+                signal_hook::low_level::unregister(id);
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `ftvm run`: boot a guest on this host (or resume a saved one) and drive it.
 
 use crate::cli::{ConsoleMode, DeviceArgs, MachineArgs, RecordArgs, ReplayArgs, RunArgs};
-use crate::driver::{Backends, Driver, End, Network};
+use crate::driver::{Backends, Driver, End};
 use crate::replica::recorder::Recorder;
 use crate::replica::replayer::{Replayed, Replayer};
 use anyhow::{bail, Context, Result};
@@ -52,7 +52,7 @@ pub fn devices(d: &DeviceArgs, default_net: bool) -> Result<(DeviceConfig, Backe
             sectors: img.capacity(),
             read_only: img.read_only(),
         });
-        backends.disk = Some(img);
+        backends.disk = Some(Box::new(img));
     }
     let net = match d.net.as_deref() {
         Some(spec) => spec.to_string(),
@@ -72,7 +72,6 @@ pub fn devices(d: &DeviceArgs, default_net: bool) -> Result<(DeviceConfig, Backe
             }
             let un_cfg = ftvm_usernet::Config {
                 forwards,
-                host_poll_interval: std::time::Duration::from_micros(100),
                 ..ftvm_usernet::Config::default()
             };
             let un = UserNet::new(un_cfg)?;
@@ -81,8 +80,10 @@ pub fn devices(d: &DeviceArgs, default_net: bool) -> Result<(DeviceConfig, Backe
             }
             cfg.net = Some(GUEST_MAC);
             cfg.rng = true;
-            backends.net = Some(Network::User(Box::new(un)));
-            backends.entropy = Some(HostEntropy::open().context("cannot open /dev/urandom")?);
+            backends.net = Some(Box::new(un));
+            backends.entropy = Some(Box::new(
+                HostEntropy::open().context("cannot open /dev/urandom")?,
+            ));
         }
         Some(s) if s.starts_with("switch=") => {
             let addr: std::net::SocketAddr = s["switch=".len()..]
@@ -94,8 +95,10 @@ pub fn devices(d: &DeviceArgs, default_net: bool) -> Result<(DeviceConfig, Backe
             eprintln!("ftvm: NIC plugged into the switch at {addr}");
             cfg.net = Some(GUEST_MAC);
             cfg.rng = true;
-            backends.net = Some(Network::Switch(port));
-            backends.entropy = Some(HostEntropy::open().context("cannot open /dev/urandom")?);
+            backends.net = Some(Box::new(port));
+            backends.entropy = Some(Box::new(
+                HostEntropy::open().context("cannot open /dev/urandom")?,
+            ));
         }
         _ => bail!("--net must be 'none', 'user[,hostfwd=...]' or 'switch=ADDR', not '{net}'"),
     }
@@ -164,7 +167,7 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode> {
     };
     machine.set_engine(args.engine.engine);
     let until = ICount(args.stop_at.unwrap_or(u64::MAX));
-    let mut driver = Driver::new(machine, backends, std::io::stdout());
+    let mut driver = Driver::new(machine, backends, std::io::stdout())?;
     if let Some(rec) = record {
         let Some(cfg) = &cfg else {
             bail!("recording a restored machine is not supported yet: record from boot");
@@ -199,7 +202,7 @@ pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode> {
                 let (_, backends) = driver.into_parts();
                 let mut machine = Machine::new(cfg).context("cannot reboot")?;
                 machine.set_engine(args.engine.engine);
-                driver = Driver::new(machine, backends, std::io::stdout());
+                driver = Driver::new(machine, backends, std::io::stdout())?;
                 driver.stop = stop.clone();
             }
         }

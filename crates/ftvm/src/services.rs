@@ -4,7 +4,7 @@
 use crate::cli::{ArbiterArgs, SwitchArgs};
 use anyhow::{bail, Context, Result};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// Stop flag set by SIGINT/SIGTERM.
@@ -26,7 +26,6 @@ pub fn switch(args: &SwitchArgs) -> Result<ExitCode> {
         .collect::<Result<Vec<_>, _>>()?;
     let cfg = ftvm_usernet::Config {
         forwards,
-        host_poll_interval: std::time::Duration::from_micros(100),
         ..ftvm_usernet::Config::default()
     };
     let mut sw = ftvm_switch::Switch::bind(args.listen, cfg)?;
@@ -35,7 +34,7 @@ pub fn switch(args: &SwitchArgs) -> Result<ExitCode> {
         eprintln!("ftvm: forwarding host {a} to the guest");
     }
     let stop = stop_on_signals()?;
-    sw.run_until(&stop);
+    sw.run_until(&stop)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -63,10 +62,13 @@ pub fn arbiter(args: &ArbiterArgs) -> Result<ExitCode> {
         handle.local_addr(),
         args.state.display()
     );
-    let stop = stop_on_signals()?;
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    // The server runs in its own threads; this one waits for SIGINT or SIGTERM.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("cannot install a signal handler")?;
+    signals.forever().next();
     handle.stop();
     Ok(ExitCode::SUCCESS)
 }

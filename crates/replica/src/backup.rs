@@ -297,6 +297,24 @@ impl<T: Clone> Backup<T> {
         });
     }
 
+    /// When [`Backup::tick`] next has something to do: a periodic ack, the primary's
+    /// silence reaching the timeout, the lease running out after the catch-up, an
+    /// arbiter or go-live retry. `None`: nothing until another input.
+    pub fn next_tick(&self) -> Option<Time> {
+        let t = self.timing;
+        match self.phase {
+            BackupPhase::Replaying => {
+                Some((self.last_heard + t.timeout).min(self.last_ack + t.ack_every))
+            }
+            BackupPhase::CatchingUp if self.applied >= self.newest => {
+                Some(self.last_heard + t.lease)
+            }
+            BackupPhase::Arbitrating => self.asked.map(|a| a + t.arbiter_retry),
+            BackupPhase::GoingLive => self.plan.as_ref().map(|(_, at)| *at + t.arbiter_retry),
+            _ => None,
+        }
+    }
+
     /// Time passes: periodic acks, the primary's silence, arbiter and go-live retries.
     pub fn tick(&mut self, now: Time) {
         let t = self.timing;
@@ -638,5 +656,17 @@ mod tests {
         b.arbiter(1, Verdict::Won, t(2));
         let a = b.actions();
         assert!(matches!(a.last(), Some(BackupAction::GoLive(p)) if p.reissue.is_empty()));
+    }
+
+    #[test]
+    fn next_tick_is_when_a_periodic_ack_is_due() {
+        let timing = Timing::default();
+        let mut b: Backup<u32> = Backup::new("b", 1, 0, timing, None, Time::ms(0));
+        let due = b.next_tick().expect("an ack is due");
+        assert_eq!(due, Time::ms(0) + timing.ack_every);
+        b.tick(Time(due.0 - 1));
+        assert!(b.actions().is_empty(), "nothing before the deadline");
+        b.tick(due);
+        assert!(matches!(b.actions()[..], [BackupAction::Ack { .. }]));
     }
 }

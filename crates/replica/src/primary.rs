@@ -407,6 +407,34 @@ impl<T> Primary<T> {
         }
     }
 
+    /// When [`Primary::tick`] next has something to do: a heartbeat, the backup's
+    /// silence reaching the timeout, an arbiter retry, a shutdown's time running out.
+    /// `None`: nothing until another input. An adapter waits for this or for news.
+    pub fn next_tick(&self) -> Option<Time> {
+        let t = self.timing;
+        match self.phase {
+            PrimaryPhase::Protected | PrimaryPhase::Stopping => {
+                let l = self.link.as_ref()?;
+                let silence = match l.last_ack {
+                    Some(a) => a + t.timeout,
+                    None => l.attached + t.join_timeout.max(t.timeout),
+                };
+                let mut at = silence;
+                if let Some(s) = self.stopping {
+                    at = at.min(s + t.timeout);
+                }
+                if self.phase == PrimaryPhase::Protected {
+                    at = at.min(l.last_sent + t.heartbeat);
+                }
+                Some(at)
+            }
+            PrimaryPhase::Claiming | PrimaryPhase::Arbitrating => {
+                self.asked.map(|(_, at)| at + t.arbiter_retry)
+            }
+            _ => None,
+        }
+    }
+
     /// A signal, or the guest powered off or reset: end the run. Outputs the backup has
     /// not acknowledged never leave (it may go live from before them); while protected
     /// the shutdown waits up to the timeout for its acks.
@@ -653,5 +681,21 @@ mod tests {
         let p = protected();
         assert_eq!(p.next_generation(None), 2);
         assert_eq!(p.next_generation(Some(7)), 8);
+    }
+
+    #[test]
+    fn next_tick_is_when_tick_first_acts() {
+        let timing = Timing::default();
+        let mut p: Primary<u32> = Primary::live("a", 1, timing, None);
+        assert_eq!(p.next_tick(), None, "unprotected: nothing is due");
+        p.attached("b", 2, t(0));
+        p.ack(Seq(0), t(1));
+        p.actions();
+        let due = p.next_tick().expect("a heartbeat is due");
+        assert_eq!(due, t(0) + timing.heartbeat);
+        p.tick(Time(due.0 - 1));
+        assert!(p.actions().is_empty(), "nothing before the deadline");
+        p.tick(due);
+        assert_eq!(p.actions(), vec![PrimaryAction::Heartbeat]);
     }
 }

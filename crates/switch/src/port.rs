@@ -86,6 +86,21 @@ impl Port {
         (frames, None)
     }
 
+    /// Watch the connection for readiness (readable, and writable for a queue that
+    /// waits on a slow reader).
+    pub fn watch(
+        &self,
+        registry: &ftvm_world::mio::Registry,
+        token: ftvm_world::mio::Token,
+    ) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        registry.register(
+            &mut ftvm_world::mio::unix::SourceFd(&self.stream.as_raw_fd()),
+            token,
+            ftvm_world::mio::Interest::READABLE | ftvm_world::mio::Interest::WRITABLE,
+        )
+    }
+
     /// Queues an encoded frame; false (and counted) when the queue is full.
     pub fn offer(&mut self, message: Vec<u8>) -> bool {
         let ok = self.outbox.push(message);

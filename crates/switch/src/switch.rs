@@ -3,11 +3,14 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ftvm_usernet::UserNet;
+use ftvm_world::mio::unix::SourceFd;
+use ftvm_world::mio::{Events, Interest, Poll, Registry, Token};
 
 use crate::metrics::{add, Metrics};
 use crate::port::{Closed, Port};
@@ -19,6 +22,8 @@ use crate::SwitchError;
 const READ_BUDGET: usize = 256 * 1024;
 /// Length of an Ethernet header: destination, source, type (IEEE 802.3 §3.1.1).
 const ETH_HEADER: usize = 14;
+/// Every watched socket reports under this token: any readiness means one more round.
+const SOCKETS: Token = Token(0);
 
 /// Bounds of the switch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +36,8 @@ pub struct Limits {
     pub max_macs: usize,
     /// A connection that has not sent its hello after this long is closed.
     pub hello_timeout: Duration,
-    /// Longest sleep of [`Switch::run_until`] between rounds when idle.
+    /// Longest wait of [`Switch::run_until`] between looks at its stop flag when idle
+    /// (traffic, the switch's own deadlines and signals wake it sooner).
     pub idle_sleep: Duration,
 }
 
@@ -42,7 +48,7 @@ impl Default for Limits {
             port_queue_bytes: 1 << 20,
             max_macs: 1024,
             hello_timeout: Duration::from_secs(5),
-            idle_sleep: Duration::from_millis(1),
+            idle_sleep: Duration::from_millis(100),
         }
     }
 }
@@ -85,6 +91,9 @@ pub struct Switch {
     /// dies they may be sitting unread in the dead process's socket, so the port that
     /// claims the address next gets them again (TCP and ARP shrug off duplicates).
     recent: BTreeMap<Mac, VecDeque<(Instant, Vec<u8>)>>,
+    /// Where sockets are watched for readiness ([`Switch::run_until`]); ports
+    /// accepted later join it.
+    watch: Option<Registry>,
 }
 
 /// Frames held for an address whose port closed.
@@ -141,6 +150,7 @@ impl Switch {
             chunk: vec![0; 64 * 1024],
             orphans: BTreeMap::new(),
             recent: BTreeMap::new(),
+            watch: None,
         })
     }
 
@@ -187,19 +197,49 @@ impl Switch {
         self.table.lookup(mac)
     }
 
-    /// Runs rounds of [`Switch::poll`] until `stop` is set, sleeping between idle rounds.
-    pub fn run_until(&mut self, stop: &AtomicBool) {
+    /// Runs rounds of [`Switch::poll`] until `stop` is set. Between idle rounds it waits
+    /// for readiness (issue 11): the listener, every port and the gateway's host
+    /// sockets are watched, and the timeout is the switch's next deadline.
+    pub fn run_until(&mut self, stop: &AtomicBool) -> Result<(), SwitchError> {
+        let mut poll = Poll::new().map_err(SwitchError::Io)?;
+        self.watch(poll.registry()).map_err(SwitchError::Io)?;
+        let mut events = Events::with_capacity(64);
         while !stop.load(Ordering::Relaxed) {
             let wait = self.poll(Instant::now()).min(self.limits.idle_sleep);
-            if !wait.is_zero() {
-                std::thread::sleep(wait);
+            if wait.is_zero() {
+                continue;
+            }
+            match poll.poll(&mut events, Some(wait)) {
+                Ok(()) => {}
+                // A signal: look at the stop flag.
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(SwitchError::Io(e)),
             }
         }
+        Ok(())
+    }
+
+    /// Watch the listener, the ports and the gateway with `registry`.
+    fn watch(&mut self, registry: &Registry) -> std::io::Result<()> {
+        let registry = registry.try_clone()?;
+        registry.register(
+            &mut SourceFd(&self.listener.as_raw_fd()),
+            SOCKETS,
+            Interest::READABLE,
+        )?;
+        for port in self.ports.values() {
+            port.watch(&registry, SOCKETS)?;
+        }
+        self.usernet.watch(&registry, SOCKETS)?;
+        self.watch = Some(registry);
+        Ok(())
     }
 
     /// One round: accepts VM processes, switches the frames that arrived, runs the
     /// gateway and writes what the sockets take. Returns how long the switch may wait
-    /// before the next round (zero when it did work).
+    /// before the next round: zero when it did work, else until its next deadline (the
+    /// gateway's timers, a hello or held frames expiring). Traffic comes sooner: with
+    /// the sockets watched ([`Switch::run_until`]) readiness reports it.
     pub fn poll(&mut self, now: Instant) -> Duration {
         let mut busy = self.accept(now);
         self.expire_hellos(now);
@@ -237,8 +277,27 @@ impl Switch {
         if busy {
             Duration::ZERO
         } else {
-            self.usernet.poll_delay(now)
+            self.next_deadline(now)
         }
+    }
+
+    /// How long until the switch has something to do without any traffic.
+    fn next_deadline(&mut self, now: Instant) -> Duration {
+        let hello = self
+            .ports
+            .values()
+            .filter(|p| p.name.is_none())
+            .map(|p| (p.accepted + self.limits.hello_timeout).saturating_duration_since(now));
+        let orphan = self
+            .orphans
+            .values()
+            .map(|o| (o.since + ORPHAN_HOLD).saturating_duration_since(now));
+        let gateway = self.usernet.timer_delay(now);
+        hello
+            .chain(orphan)
+            .chain(gateway)
+            .min()
+            .unwrap_or(Duration::MAX)
     }
 
     /// Accepts waiting connections; true if there were any.
@@ -268,6 +327,12 @@ impl Switch {
             let id = PortId(self.next_id);
             self.next_id += 1;
             let port = Port::new(stream, peer, now, self.limits.port_queue_bytes);
+            if let Some(registry) = &self.watch {
+                if let Err(e) = port.watch(registry, SOCKETS) {
+                    tracing::warn!(%peer, "cannot watch the connection: {e}; closing it");
+                    continue;
+                }
+            }
             self.ports.insert(id, port);
         }
         any

@@ -13,7 +13,7 @@ use super::status::{Status, StatusFile};
 use super::wire::{self, Hello, Message, Offer};
 use super::{run_live, Answer, Asker, Clock, Halted, Node};
 use crate::cli::BackupArgs;
-use crate::driver::{Backends, Driver, Network};
+use crate::driver::{Backends, Driver};
 use crate::replica::config_digest;
 use crate::replica::replayer::{Applied, Replay};
 use crate::run::GUEST_MAC;
@@ -25,9 +25,10 @@ use ftvm_machine::{BootConfig, Event, Machine, OutputKind};
 use ftvm_replica::{Backup, BackupAction, BackupPhase, GoLive, OutputClass, RequestId, Seq, Time};
 use ftvm_world::disk::DiskImage;
 use ftvm_world::entropy::HostEntropy;
+use ftvm_world::Channel;
 use std::collections::VecDeque;
 use std::io::{BufReader, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,12 +52,14 @@ enum Msg {
     Actions(Vec<BackupAction<OutputKind>>),
     /// The arbiter's answer.
     Arbiter(u64, Answer),
+    /// SIGINT or SIGTERM (the stop flag is set): look at it now.
+    Signal,
 }
 
 /// The core and the ack direction of the channel, shared by the reader and the replay.
 struct Shared {
     core: Mutex<Backup<OutputKind>>,
-    ack_out: Mutex<TcpStream>,
+    ack_out: Mutex<Box<dyn Channel>>,
     clock: Clock,
 }
 
@@ -302,6 +305,11 @@ fn take_produced(
     Ok(())
 }
 
+/// How long until the core's clock reads `t`.
+fn until(clock: &Clock, t: Time) -> Duration {
+    clock.instant(t).saturating_duration_since(Instant::now())
+}
+
 /// The request an event answers, if any.
 fn answers(entry: &Entry) -> Option<RequestId> {
     if entry.kind != EntryKind::Event {
@@ -367,12 +375,13 @@ fn world(
     let disk = match disk_spec {
         None => None,
         Some(_) => shared.or_else(|| own.take()),
-    };
+    }
+    .map(|d| Box::new(d) as Box<dyn ftvm_world::Disk>);
     Ok(World {
         backends: Backends {
             disk,
-            net: Some(Network::Switch(port)),
-            entropy: Some(entropy),
+            net: Some(Box::new(port)),
+            entropy: Some(Box::new(entropy)),
             console: None,
         },
         listener,
@@ -429,7 +438,7 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
             None,
             clock.now(),
         )),
-        ack_out: Mutex::new(stream.try_clone()?),
+        ack_out: Mutex::new(stream.try_clone_channel()?),
         clock,
     });
     let (tx, rx) = mpsc::channel();
@@ -437,13 +446,17 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
     std::thread::Builder::new()
         .name("log-in".into())
         .spawn(move || read_log(log, &sh, &reader_tx))?;
-    // The core's clock ticks here too, so that acks (and the primary's silence) do not
-    // wait for a long replay step: the primary takes a silent backup for a lost one.
-    let (sh, ticker_tx, every) = (shared.clone(), tx.clone(), node.timing().ack_every);
+    // The core's clock ticks here too, at its next deadline, so that acks (and the
+    // primary's silence) do not wait for a long replay step: the primary takes a
+    // silent backup for a lost one. (Deadlines only move later as entries arrive.)
+    let (sh, ticker_tx) = (shared.clone(), tx.clone());
     std::thread::Builder::new()
         .name("acks".into())
         .spawn(move || loop {
-            std::thread::sleep(Duration::from_micros(every.0));
+            let due = sh.core().next_tick();
+            if let Some(due) = due {
+                std::thread::sleep(until(&sh.clock, due));
+            }
             let mut core = sh.core();
             if core.phase() != BackupPhase::Replaying {
                 return;
@@ -479,7 +492,7 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
     let mut replay: Replay<std::io::Stdout> = Replay::new(machine, None);
     replay.keep_outputs = true;
     let mut queue: VecDeque<(Entry, Instant)> = VecDeque::new();
-    let mut asker = Asker::default();
+    let mut asker = Asker::new(node.arbiter());
     let mut todo: VecDeque<BackupAction<OutputKind>> = VecDeque::new();
     let (mut entries, mut caught_up, mut lost_at) = (0u64, false, None);
     let mut lost = String::new();
@@ -490,10 +503,27 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
             node.name
         ))
     };
+    // A signal wakes the replay's wait.
+    let signal_tx = tx.clone();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("cannot install a signal handler")?;
+    let signals_handle = signals.handle();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if signal_tx.send(Msg::Signal).is_err() {
+                    return;
+                }
+            }
+        })?;
     let (plan, world) = 'replica: loop {
         let phase = shared.core().phase();
         if stop.load(Ordering::Relaxed) {
-            let _ = stream.shutdown(Shutdown::Both);
+            stream.close();
             eprintln!(
                 "ftvm: {}: stopping (signal); the primary runs on",
                 node.name
@@ -501,10 +531,17 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
             report("stopped", &mut status_file);
             return Ok(ExitCode::SUCCESS);
         }
-        // News: wait for it only when the replay has nothing to do.
+        // News: wait for it only when the replay has nothing to do, until the core's
+        // next deadline (while replaying the ticker keeps those) or the next report.
         let idle = queue.is_empty() && (phase != BackupPhase::CatchingUp || caught_up);
         let mut first = if idle {
-            match rx.recv_timeout(Duration::from_millis(5)) {
+            let report = status_file.next_due();
+            let due = match phase {
+                BackupPhase::Replaying => None,
+                _ => shared.core().next_tick(),
+            };
+            let wait = due.map_or(report, |t| clock.instant(t).min(report));
+            match rx.recv_timeout(wait.saturating_duration_since(Instant::now())) {
                 Ok(m) => Some(m),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => unreachable!("this thread holds a sender"),
@@ -522,6 +559,7 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
                     todo.extend(core.actions());
                 }
                 Msg::Actions(a) => todo.extend(a),
+                Msg::Signal => stop.store(true, Ordering::Relaxed),
                 Msg::Arbiter(g, answer) => {
                     if let Some(v) = asker.verdict(&node, answer)? {
                         let now = clock.now();
@@ -555,7 +593,7 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
             if applied == Applied::End {
                 core.ended();
                 drop(core);
-                let _ = stream.shutdown(Shutdown::Both);
+                stream.close();
                 eprintln!(
                     "ftvm: {}: the primary's guest stopped at instruction {}; so does this replica",
                     node.name,
@@ -572,7 +610,7 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
                 match m {
                     Msg::Entry(e, at) => queue.push_back((e, at)),
                     Msg::Actions(a) => todo.extend(a),
-                    Msg::Lost(_) | Msg::Arbiter(..) => {}
+                    Msg::Lost(_) | Msg::Arbiter(..) | Msg::Signal => {}
                 }
             }
             if queue.is_empty() {
@@ -599,7 +637,7 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
                 BackupAction::DropPrimary(why) => {
                     lost = why;
                     lost_at = Some(Instant::now());
-                    let _ = stream.shutdown(Shutdown::Both);
+                    stream.close();
                     report("failing over", &mut status_file);
                 }
                 BackupAction::Ask {
@@ -636,7 +674,7 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
                 },
                 BackupAction::Halt(why) => {
                     report("halted", &mut status_file);
-                    let _ = stream.shutdown(Shutdown::Both);
+                    stream.close();
                     return Err(Halted(format!("{why} of VM {}", node.vm)).into());
                 }
             }
@@ -654,6 +692,7 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
             status_file.write(&mut st);
         }
     };
+    signals_handle.close();
     shared.core().went_live();
     go_live(node, &offer, replay.machine, plan, world, lost_at, stop)
 }
@@ -671,7 +710,7 @@ fn go_live(
     stop: Arc<AtomicBool>,
 ) -> Result<ExitCode> {
     let icount = machine.icount();
-    let mut driver = Driver::new(machine, world.backends, std::io::stdout());
+    let mut driver = Driver::new(machine, world.backends, std::io::stdout())?;
     driver.journal = Some(Box::new(Primary::live(
         node.clone(),
         plan.generation,
@@ -679,6 +718,7 @@ fn go_live(
         offer.config.clone(),
         world.switch.to_string(),
         offer.disk.clone(),
+        driver.waker(),
     )?));
     let (nframes, nrequests) = (plan.resend.len(), plan.reissue.len());
     driver.reissue(plan.reissue)?;

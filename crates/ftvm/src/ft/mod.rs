@@ -21,10 +21,11 @@ use crate::cli::{DeviceArgs, NodeArgs, PrimaryArgs};
 use crate::driver::{Driver, End};
 use crate::replica::encode_config;
 use anyhow::{bail, Context, Result};
-use ftvm_arbiter::{ArbiterClient, ArbiterError, Outcome};
+use ftvm_arbiter::RemoteArbiter;
 use ftvm_machine::{ICount, Machine};
 use ftvm_replica::{Time, Timing, Verdict};
 use ftvm_world::disk::DiskMode;
+use ftvm_world::{Arbiter, ArbiterFailure, Decision};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -113,10 +114,19 @@ impl Node {
     /// this VM and past `ours`.
     pub fn next_generation(&self, ours: u64) -> Result<u64> {
         // The arbiter's error already names its cause; no chain to repeat it.
-        let mut c = ArbiterClient::connect(self.arbiter, &self.secret, Duration::from_secs(2))
-            .map_err(|e| anyhow::anyhow!("cannot reach the arbiter at {}: {e}", self.arbiter))?;
-        let decided = c.current(&self.vm)?.unwrap_or(0);
+        let arbiter = RemoteArbiter::new(self.arbiter, &self.secret, Duration::from_secs(2));
+        let decided = arbiter
+            .current(&self.vm)
+            .map_err(|e| anyhow::anyhow!("cannot reach the arbiter at {}: {e}", self.arbiter))?
+            .unwrap_or(0);
         Ok(decided.max(ours) + 1)
+    }
+
+    /// The arbiter as the FT adapters ask it: one connection per question, with a
+    /// timeout of at least half a second.
+    pub fn arbiter(&self) -> Arc<dyn Arbiter> {
+        let timeout = self.timeout.max(Duration::from_millis(500));
+        Arc::new(RemoteArbiter::new(self.arbiter, &self.secret, timeout))
     }
 }
 
@@ -149,22 +159,36 @@ impl Clock {
     pub fn at(&self, i: Instant) -> Time {
         Time(i.saturating_duration_since(self.0).as_micros() as u64)
     }
+
+    /// The host instant of `t`.
+    pub fn instant(&self, t: Time) -> Instant {
+        self.0 + Duration::from_micros(t.0)
+    }
 }
 
 /// What the arbiter said to one question.
-pub type Answer = std::result::Result<Outcome, ArbiterError>;
+pub type Answer = std::result::Result<Decision, ArbiterFailure>;
 
 /// The adapter between a core and the arbiter: each question the core asks goes out in
 /// its own thread (one at a time; the core asks again after its retry interval), and
 /// the answer comes back through the caller's channel.
-#[derive(Default)]
 pub struct Asker {
+    arbiter: Arc<dyn Arbiter>,
     busy: Arc<AtomicBool>,
     /// Since when the arbiter could not be reached (said once).
     unreachable: Option<Instant>,
 }
 
 impl Asker {
+    /// An asker of `arbiter`.
+    pub fn new(arbiter: Arc<dyn Arbiter>) -> Asker {
+        Asker {
+            arbiter,
+            busy: Arc::default(),
+            unreachable: None,
+        }
+    }
+
     /// Ask for `generation` under `claimant`; `deliver` receives the answer.
     pub fn ask(
         &mut self,
@@ -176,12 +200,9 @@ impl Asker {
         if self.busy.swap(true, Ordering::AcqRel) {
             return;
         }
-        let busy = self.busy.clone();
-        let (addr, secret, vm) = (node.arbiter, node.secret.clone(), node.vm.clone());
-        let timeout = node.timeout.max(Duration::from_millis(500));
+        let (busy, arbiter, vm) = (self.busy.clone(), self.arbiter.clone(), node.vm.clone());
         std::thread::spawn(move || {
-            let r = ArbiterClient::connect(addr, &secret, timeout)
-                .and_then(|mut c| c.test_and_set(&vm, generation, &claimant));
+            let r = arbiter.test_and_set(&vm, generation, &claimant);
             busy.store(false, Ordering::Release);
             deliver(generation, r);
         });
@@ -200,11 +221,11 @@ impl Asker {
                     );
                 }
                 Ok(Some(match o {
-                    Outcome::Won => Verdict::Won,
-                    Outcome::Lost { winner } => Verdict::Lost { winner },
+                    Decision::Won => Verdict::Won,
+                    Decision::Lost { winner } => Verdict::Lost { winner },
                 }))
             }
-            Err(ArbiterError::Unauthenticated(e)) => {
+            Err(ArbiterFailure::Unauthenticated(e)) => {
                 bail!("the arbiter at {} refused us: {e}", node.arbiter)
             }
             Err(e) => {
@@ -269,13 +290,14 @@ pub fn primary(args: &PrimaryArgs) -> Result<ExitCode> {
     let mut machine = Machine::new(&cfg).context("cannot boot")?;
     machine.set_engine(node.engine);
     let stop = crate::services::stop_on_signals()?;
-    let mut driver = Driver::new(machine, backends, std::io::stdout());
+    let mut driver = Driver::new(machine, backends, std::io::stdout())?;
     driver.journal = Some(Box::new(primary::Primary::boot(
         node,
         listener,
         encode_config(&cfg),
         args.switch.to_string(),
         args.disk.clone(),
+        driver.waker(),
     )?));
     run_live(driver, stop)
 }

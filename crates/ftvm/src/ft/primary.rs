@@ -5,7 +5,8 @@
 //! is lost, when to ask the arbiter and what its answer means, and how a shutdown ends.
 //! This file carries out its actions: sockets, threads (one reading acks, one per
 //! arbiter question, one admitting backups) and the host clock, all feeding one channel
-//! the driver waits on. A new backup joins by live state transfer.
+//! whose every message rings the driver's waker: a waiting driver takes an ack (and
+//! releases what it allows) at once. A new backup joins by live state transfer.
 //!
 //! [`OutputGate`]: ftvm_replica::OutputGate
 
@@ -19,10 +20,13 @@ use ftvm_log::{Header, LogWriter};
 use ftvm_machine::devices::virtio::{BlkRequest, BlkRequestKind};
 use ftvm_machine::{Event, Machine, Output, OutputKind};
 use ftvm_replica::{PrimaryAction, PrimaryPhase, Seq};
+use ftvm_world::mio::Waker;
+use ftvm_world::Channel;
 use std::collections::VecDeque;
 use std::io::{BufReader, BufWriter, Read};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::net::{TcpListener, TcpStream};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What the primary's threads tell it.
@@ -37,6 +41,25 @@ enum News {
     Arbiter(u64, Answer),
 }
 
+/// How the primary's threads reach it: news on a channel, and a ring of the driver's
+/// waker so that a waiting driver takes it at once.
+#[derive(Clone)]
+struct NewsSender {
+    tx: mpsc::Sender<News>,
+    waker: Arc<Waker>,
+}
+
+impl NewsSender {
+    /// Send `news`; false once the primary is gone.
+    fn send(&self, news: News) -> bool {
+        let sent = self.tx.send(news).is_ok();
+        if let Err(e) = self.waker.wake() {
+            tracing::warn!("cannot wake the driver: {e}");
+        }
+        sent
+    }
+}
+
 /// A backup being admitted: authenticated and introduced.
 struct Candidate {
     stream: TcpStream,
@@ -49,8 +72,8 @@ struct Candidate {
 struct Link {
     id: u64,
     backup: String,
-    log: LogWriter<BufWriter<TcpStream>>,
-    stream: TcpStream,
+    log: LogWriter<BufWriter<Box<dyn Channel>>>,
+    stream: Box<dyn Channel>,
     next_checkpoint: u64,
     /// Log bytes at the last status report.
     bytes_reported: (u64, Instant),
@@ -70,7 +93,7 @@ pub struct Primary {
     /// Candidates that arrived while the driver waited.
     deferred: Vec<Candidate>,
     news: Receiver<News>,
-    tx: mpsc::Sender<News>,
+    tx: NewsSender,
     asker: Asker,
     status: StatusFile,
     /// Outputs the core released, for the driver.
@@ -95,6 +118,7 @@ impl Primary {
         config: Vec<u8>,
         switch: String,
         disk: Option<String>,
+        waker: Arc<Waker>,
     ) -> Result<Primary> {
         let clock = Clock::start();
         let core = ftvm_replica::Primary::boot(
@@ -104,7 +128,7 @@ impl Primary {
             None,
             clock.now(),
         );
-        Primary::new(node, core, clock, listener, config, switch, disk)
+        Primary::new(node, core, clock, listener, config, switch, disk, waker)
     }
 
     /// A node that went live after winning `generation` (a backup's go-live).
@@ -115,11 +139,22 @@ impl Primary {
         config: Vec<u8>,
         switch: String,
         disk: Option<String>,
+        waker: Arc<Waker>,
     ) -> Result<Primary> {
         let core = ftvm_replica::Primary::live(&node.name, generation, node.timing(), None);
-        Primary::new(node, core, Clock::start(), listener, config, switch, disk)
+        Primary::new(
+            node,
+            core,
+            Clock::start(),
+            listener,
+            config,
+            switch,
+            disk,
+            waker,
+        )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn new(
         node: Node,
         core: ftvm_replica::Primary<OutputKind>,
@@ -128,8 +163,10 @@ impl Primary {
         config: Vec<u8>,
         switch: String,
         disk: Option<String>,
+        waker: Arc<Waker>,
     ) -> Result<Primary> {
         let (tx, news) = mpsc::channel();
+        let tx = NewsSender { tx, waker };
         let (n, admitted) = (node.clone(), tx.clone());
         std::thread::Builder::new()
             .name("admit".into())
@@ -140,13 +177,14 @@ impl Primary {
                     // Each candidate in its own thread: a silent peer cannot stall us.
                     std::thread::spawn(move || match admit(stream, &n) {
                         Ok(c) => {
-                            let _ = tx.send(News::Candidate(c));
+                            tx.send(News::Candidate(c));
                         }
                         Err(e) => eprintln!("ftvm: {}: refused a backup: {e:#}", n.name),
                     });
                 }
             })?;
         let status = StatusFile::new(&node.run_dir, &node.vm, &node.name, node.engine);
+        let asker = Asker::new(node.arbiter());
         let mut p = Primary {
             node,
             core,
@@ -160,7 +198,7 @@ impl Primary {
             deferred: Vec::new(),
             news,
             tx,
-            asker: Asker::default(),
+            asker,
             status,
             ready: Vec::new(),
             icount: 0,
@@ -207,7 +245,7 @@ impl Primary {
                     let tx = self.tx.clone();
                     self.asker
                         .ask(&self.node, generation, claimant, move |g, answer| {
-                            let _ = tx.send(News::Arbiter(g, answer));
+                            tx.send(News::Arbiter(g, answer));
                         });
                 }
                 PrimaryAction::DropBackup(why) => {
@@ -222,7 +260,7 @@ impl Primary {
                         self.core.generation()
                     );
                     if let Some(l) = self.link.take() {
-                        let _ = l.stream.shutdown(Shutdown::Both);
+                        l.stream.close();
                     }
                     self.report("failing over");
                 }
@@ -384,9 +422,25 @@ impl Primary {
             concat!("ftvm ", env!("CARGO_PKG_VERSION")),
         );
         let out = sender.into_writer();
-        let stream = out.get_ref().try_clone()?;
-        let reader = stream.try_clone()?;
-        let log = match LogWriter::new(out, &header).and_then(|mut l| l.flush().map(|_| l)) {
+        // Acks are read without a timeout: silence is the core's to judge.
+        out.get_ref().set_read_timeout(None)?;
+        let stream: Box<dyn Channel> = Box::new(out.get_ref().try_clone()?);
+        let reader = stream.try_clone_channel()?;
+        // The log's writer holds the channel itself (the transfer's buffer flushed).
+        let out: Box<dyn Channel> = match out.into_inner() {
+            Ok(s) => Box::new(s),
+            Err(e) => {
+                eprintln!(
+                    "ftvm: {}: transfer to {backup} failed: {}",
+                    self.node.name,
+                    e.error()
+                );
+                return Ok(());
+            }
+        };
+        let log = match LogWriter::new(BufWriter::new(out), &header)
+            .and_then(|mut l| l.flush().map(|_| l))
+        {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("ftvm: {}: transfer to {backup} failed: {e}", self.node.name);
@@ -587,19 +641,17 @@ impl Journal for Primary {
         self.core.held() > 0
     }
 
-    fn wait(&mut self, max: Duration) {
-        match self.news.recv_timeout(max) {
-            Ok(n) => {
-                if let Err(e) = self.take_news(Some(n), None) {
-                    self.halted.get_or_insert(format!("{e:#}"));
-                }
-            }
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+    /// The core's next tick, the next status report; now while a transfer runs or a
+    /// candidate waits.
+    fn deadline(&self) -> Option<Instant> {
+        if self.transfer.is_some() || !self.deferred.is_empty() {
+            return Some(Instant::now());
         }
-    }
-
-    fn is_live(&self) -> bool {
-        true
+        let report = self.status.next_due();
+        Some(match self.core.next_tick() {
+            Some(t) => self.clock.instant(t).min(report),
+            None => report,
+        })
     }
 
     fn shutdown(&mut self) {
@@ -643,15 +695,14 @@ impl Journal for Primary {
 
 /// The ack reader: every ack the backup sends, and the channel's failure, become news
 /// for the primary (its silence is the core's to judge: [`ftvm_replica::Primary::tick`]).
-fn read_acks(stream: TcpStream, link: u64, tx: &mpsc::Sender<News>) {
-    let _ = stream.set_read_timeout(None);
+fn read_acks(stream: Box<dyn Channel>, link: u64, tx: &NewsSender) {
     let mut r = BufReader::new(stream);
     let mut a = [0u8; ACK_LEN];
     loop {
         match r.read_exact(&mut a) {
             Ok(()) => {
                 let (seq, icount) = wire::decode_ack(&a);
-                if tx.send(News::Ack { link, seq, icount }).is_err() {
+                if !tx.send(News::Ack { link, seq, icount }) {
                     return;
                 }
             }
@@ -660,7 +711,7 @@ fn read_acks(stream: TcpStream, link: u64, tx: &mpsc::Sender<News>) {
                     std::io::ErrorKind::UnexpectedEof => "the backup closed the channel".into(),
                     _ => format!("the channel failed: {e}"),
                 };
-                let _ = tx.send(News::Failed { link, why });
+                tx.send(News::Failed { link, why });
                 return;
             }
         }

@@ -90,6 +90,11 @@ impl StatusFile {
         }
     }
 
+    /// When the next report is due.
+    pub fn next_due(&self) -> Instant {
+        self.last.map_or_else(Instant::now, |t| t + EVERY)
+    }
+
     /// Whether a report is due.
     pub fn due(&self) -> bool {
         self.last.is_none_or(|t| t.elapsed() >= EVERY)

@@ -10,7 +10,7 @@ pub mod replayer;
 
 use anyhow::Result;
 use ftvm_machine::{BootConfig, Event, Machine, Output, OutputKind};
-use std::time::Duration;
+use std::time::Instant;
 
 /// The 32-byte digest of an encoded boot configuration in a log header.
 pub fn config_digest(config: &[u8]) -> [u8; 32] {
@@ -55,17 +55,15 @@ pub trait Journal {
     fn may_run(&self, _icount: u64) -> bool {
         true
     }
-    /// Whether outputs wait for something (the driver then looks more often).
+    /// Whether outputs wait for something (the driver then runs shorter slices).
     fn holding(&self) -> bool {
         false
     }
-    /// Wait up to `max` for news (an ack, an arbiter answer); returns at once on one.
-    fn wait(&mut self, max: Duration) {
-        std::thread::sleep(max)
-    }
-    /// Whether the journal wants to be serviced often (a peer to keep informed).
-    fn is_live(&self) -> bool {
-        false
+    /// When [`Journal::service`] must run next even if no news arrives (a heartbeat,
+    /// a peer's silence, an arbiter retry); `None`: only on news. News (an ack, an
+    /// arbiter answer) rings the driver's [`Driver::waker`](crate::driver::Driver::waker).
+    fn deadline(&self) -> Option<Instant> {
+        None
     }
     /// The run ends (a signal, power-off, reset): the guest runs no more; outputs
     /// that may leave still do, the rest never will.

@@ -52,7 +52,7 @@ impl Running {
         let (addr, fwd, metrics) = (sw.local_addr(), sw.hostfwd_addrs(), sw.metrics());
         let flag = Arc::clone(&stop);
         let handle = std::thread::spawn(move || {
-            sw.run_until(&flag);
+            sw.run_until(&flag).expect("the switch runs");
             sw
         });
         Running {
