@@ -258,6 +258,7 @@ impl Machine {
     /// Run until the instruction count reaches `until` exactly, or earlier at WFI with
     /// nothing pending, when outputs are ready, or at power-off/reset.
     pub fn run(&mut self, until: ICount) -> Exit {
+        self.hart.begin_run();
         loop {
             self.collect_outputs();
             if let Some(p) = self.bus.power.take() {

@@ -145,6 +145,13 @@ impl Hart {
         }
     }
 
+    /// A run call begins (the JIT's compile budget is per call).
+    pub fn begin_run(&mut self) {
+        if let Some(j) = &mut self.jit {
+            j.begin_call();
+        }
+    }
+
     /// Drop cached translations (satp write, SFENCE.VMA, restore).
     pub fn flush_tlb(&mut self) {
         self.tlb.flush();
@@ -245,6 +252,12 @@ impl Hart {
             b.hits += 1;
             return None;
         }
+        // Hot, but this call's compile budget is spent: interpreted this time, compiled
+        // in a later call (it stays hot).
+        if !self.jit.as_ref()?.may_compile() {
+            return None;
+        }
+        let b = self.blocks[slot].as_mut()?;
         let (insns, paddr) = (b.insns.clone(), b.paddr);
         match self
             .jit

@@ -39,6 +39,7 @@ use arena::{AddError, Arena};
 use cranelift_codegen::settings::{self, Configurable};
 use std::cell::Cell;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 /// An exit's unfilled link slot (null: none).
 #[derive(Clone, Copy)]
@@ -167,7 +168,19 @@ pub(crate) struct Jit {
     /// Interpreted runs of a block before it is compiled.
     pub hot: u32,
     stats: JitStats,
+    /// When the current [`crate::Machine::run`] call began, and the compile time spent
+    /// in it (see [`Jit::may_compile`]).
+    call: (Instant, Duration),
 }
+
+/// Compile time a single run call may always spend; beyond it, compiling may take
+/// at most as long as the call has spent executing. A burst of cold code (a new
+/// backup, a fresh process, a new program) is then spread over several calls instead
+/// of holding one for hundreds of milliseconds, so the caller still services its
+/// world between calls: a primary's heartbeats and acks keep flowing (a 400 ms burst
+/// once made a healthy primary look dead to its backup). Host time decides only which
+/// engine runs a block, never what the block does.
+const COMPILE_ALLOWANCE: Duration = Duration::from_millis(5);
 
 /// The result of [`Jit::compile`].
 pub(crate) enum Compiled {
@@ -212,6 +225,7 @@ impl Jit {
                 code_limit: code_limit as u64,
                 ..JitStats::default()
             },
+            call: (Instant::now(), Duration::ZERO),
         })
     }
 
@@ -224,6 +238,18 @@ impl Jit {
         }
     }
 
+    /// A run call begins: its compile budget starts afresh.
+    pub fn begin_call(&mut self) {
+        self.call = (Instant::now(), Duration::ZERO);
+    }
+
+    /// Whether a hot block may be compiled now: within the allowance, or while the
+    /// call's compile time stays below its execution time.
+    pub fn may_compile(&self) -> bool {
+        let (started, compiling) = self.call;
+        compiling <= COMPILE_ALLOWANCE || compiling <= started.elapsed().saturating_sub(compiling)
+    }
+
     /// Compile `insns` (a block starting at physical address `paddr` in RAM) for
     /// `mode`.
     pub fn compile(
@@ -233,9 +259,11 @@ impl Jit {
         mode: DataMode,
         ram_size: u64,
     ) -> Compiled {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let done = self.translate_and_emit(insns, paddr, mode, ram_size);
-        self.stats.compile_time += started.elapsed();
+        let took = started.elapsed();
+        self.stats.compile_time += took;
+        self.call.1 += took;
         done
     }
 
