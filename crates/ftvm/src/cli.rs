@@ -80,7 +80,7 @@ pub struct NodeArgs {
     #[arg(long, value_name = "MS", default_value_t = 300)]
     pub timeout_ms: u64,
     /// Slow the primary down while the backup lags more than this (milliseconds).
-    #[arg(long, value_name = "MS", default_value_t = 500)]
+    #[arg(long, value_name = "MS", default_value_t = 30)]
     pub max_lag_ms: u64,
     /// Put the state hash into the log every N instructions (the backup checks it).
     #[arg(long, value_name = "N", default_value_t = 500_000_000)]

@@ -611,9 +611,11 @@ mod tests {
             .actions()
             .iter()
             .any(|a| matches!(a, BackupAction::Ask { .. })));
-        b.tick(t(44));
+        // The lease runs from the newest entry's arrival (5 ms).
+        let over = 5 + Timing::default().lease.0 / 1000;
+        b.tick(t(over - 1));
         assert!(b.actions().is_empty());
-        b.tick(t(45));
+        b.tick(t(over));
         assert!(matches!(b.actions()[..], [BackupAction::Ask { .. }]));
     }
 

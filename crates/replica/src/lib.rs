@@ -96,7 +96,7 @@ impl Default for Timing {
             join_timeout: Time::ms(10_000),
             arbiter_retry: Time::ms(100),
             uncertain: Time::ms(100),
-            lease: Time::ms(40),
+            lease: Time::ms(20),
         }
     }
 }

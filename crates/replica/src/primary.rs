@@ -619,12 +619,13 @@ mod tests {
         p.output(Some(Seq(1)), "a", t(10));
         p.sent(Seq(2), t(11));
         p.output(Some(Seq(2)), "b", t(11));
-        // The ack of entry 1 arrives late: its lease (sent at 10 ms + 40 ms) is over.
-        p.ack(Seq(1), t(60));
+        // The ack of entry 1 arrives late: its lease (from its sending at 10 ms) is over.
+        let late = 10 + Timing::default().lease.0 / 1000;
+        p.ack(Seq(1), t(late));
         assert!(p.actions().is_empty());
         // A fresh ack renews it.
-        p.sent(Seq(3), t(61));
-        p.ack(Seq(3), t(62));
+        p.sent(Seq(3), t(late + 1));
+        p.ack(Seq(3), t(late + 2));
         assert_eq!(
             p.actions(),
             vec![PrimaryAction::Release("a"), PrimaryAction::Release("b")]
