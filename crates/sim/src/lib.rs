@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cluster;
+pub mod guest;
 pub mod lin;
 pub mod model;
 pub mod rng;
