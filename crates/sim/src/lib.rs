@@ -109,6 +109,15 @@ pub fn run_seeds(first: u64, count: u64, plant: Option<Plant>, stop: bool) -> Su
 }
 
 impl Summary {
+    /// Add another batch's findings (seeds run apart, e.g. on other threads).
+    pub fn merge(&mut self, o: Summary) {
+        self.seeds += o.seeds;
+        self.faults.add(&o.faults);
+        self.ops += o.ops;
+        self.failovers += o.failovers;
+        self.failing.extend(o.failing);
+    }
+
     /// Count one seed's report in; false if it found violations (it is kept).
     pub fn add(&mut self, r: Report) -> bool {
         self.seeds += 1;

@@ -25,11 +25,7 @@ fn run_seeds(first: u64, count: u64, plant: Option<Plant>) -> Summary {
     });
     let mut sum = Summary::default();
     for p in parts {
-        sum.seeds += p.seeds;
-        sum.faults.add(&p.faults);
-        sum.ops += p.ops;
-        sum.failovers += p.failovers;
-        sum.failing.extend(p.failing);
+        sum.merge(p);
     }
     sum
 }
