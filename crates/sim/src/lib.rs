@@ -1,7 +1,8 @@
 //! A deterministic simulation of a whole ftvm cluster (issue 11): switch, arbiter, a
 //! primary, a backup and a spare, a shared disk and clients, on simulated time and a
 //! simulated network, all from one seed. The nodes run the real FT core
-//! (`ftvm_replica::{Primary, Backup}`) around the model guest ([`model`]); the
+//! (`ftvm_replica::{Primary, Backup}`) around a guest ([`guest::Guest`]): the model
+//! guest ([`model`]) for breadth or the real machine running Linux ([`linux`]); the
 //! simulator only plays the world: it delivers messages (dropped, delayed, duplicated,
 //! reordered, partitioned), crashes and restarts nodes and the arbiter, stalls and
 //! fails disk writes, slows a backup, and checks after every step what a user could
