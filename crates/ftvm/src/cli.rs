@@ -333,9 +333,11 @@ pub struct SimArgs {
     /// The first seed.
     #[arg(long, default_value_t = 0)]
     pub first_seed: u64,
-    /// The guest: `model` (the counter as a small state machine). The Linux guest is
-    /// not simulated yet.
-    #[arg(long, default_value = "model")]
+    /// The guest: `model` (the counter as a small state machine) or `linux` (the real
+    /// machine running the Linux counter guest from guest/linux/build.sh, restored from
+    /// a snapshot cached in ~/.cache/ftvm/sim; the interpreter runs it unless
+    /// FTVM_ENGINE=jit).
+    #[arg(long, value_name = "model|linux", default_value = "model")]
     pub guest: String,
     /// Switch on one planted bug (see --list-plants).
     #[arg(long)]

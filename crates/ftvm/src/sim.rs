@@ -1,8 +1,8 @@
 //! `ftvm sim`: the deterministic cluster simulation (crates/sim) from the command line.
 
 use crate::cli::SimArgs;
-use anyhow::{bail, Result};
-use ftvm_sim::{replay_command, run_seeds, trace_seed, Plant};
+use anyhow::{anyhow, bail, Result};
+use ftvm_sim::{replay_command, GuestKind, Plant};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -14,12 +14,9 @@ pub fn sim(args: &SimArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if args.guest != "model" {
-        bail!(
-            "--guest {}: only the model guest is simulated (the Linux guest is not yet)",
-            args.guest
-        );
-    }
+    let Some(guest) = GuestKind::from_name(&args.guest) else {
+        bail!("--guest {}: the guests are 'model' and 'linux'", args.guest);
+    };
     let plant = match &args.plant {
         None => None,
         Some(name) => match Plant::from_name(name) {
@@ -27,15 +24,18 @@ pub fn sim(args: &SimArgs) -> Result<ExitCode> {
             None => bail!("no planted bug is named '{name}' (see --list-plants)"),
         },
     };
+    guest.prepare().map_err(|e| anyhow!(e))?;
     let started = Instant::now();
     let s = if args.trace {
         let mut s = ftvm_sim::Summary::default();
         for seed in args.first_seed..args.first_seed.saturating_add(args.seeds) {
-            s.add(trace_seed(seed, plant));
+            s.add(guest.run_seed(seed, plant, true).map_err(|e| anyhow!(e))?);
         }
         s
     } else {
-        run_seeds(args.first_seed, args.seeds, plant, false)
+        guest
+            .run_seeds(args.first_seed, args.seeds, plant, false)
+            .map_err(|e| anyhow!(e))?
     };
     let secs = started.elapsed().as_secs_f64();
     println!(
@@ -44,6 +44,7 @@ pub fn sim(args: &SimArgs) -> Result<ExitCode> {
         args.first_seed,
         s.seeds as f64 / secs.max(1e-9) * 60.0
     );
+    println!("guest                  {}", guest.name());
     if let Some(p) = plant {
         println!("planted bug            {}", p.name());
     }
@@ -56,7 +57,7 @@ pub fn sim(args: &SimArgs) -> Result<ExitCode> {
     println!("seeds with violations  {}", s.failing.len());
     for r in s.failing.iter().take(5) {
         println!("{r}");
-        println!("  replay: {}", replay_command(r.seed, plant));
+        println!("  replay: {}", replay_command(guest, r.seed, plant));
     }
     Ok(if s.failing.is_empty() {
         ExitCode::SUCCESS

@@ -4,55 +4,32 @@
 //! Time advances in quanta of [`QUANTUM`] µs. Each quantum: scheduled faults happen,
 //! due messages are delivered (in time order, ties in send order), every node takes a
 //! step (its core's tick and actions, then its guest runs), every client takes a step.
-//! Faults are injected during the first [`FAULT_END`] µs; then the world heals and the
-//! run goes on to [`END`], by when service must have resumed.
+//! Faults are injected during the guest's first [`Params::fault_end`] µs; then the
+//! world heals and the run goes on to [`Params::end`], by when service must have
+//! resumed. The cluster is generic over the guest ([`Guest`]): the model guest or the
+//! real machine.
 
+use crate::guest::{
+    Client as _, Effect, Guest, Observed, Params, Route, SharedDisk as _, DISK, ENTROPY,
+};
 use crate::lin::{self, Operation};
-use crate::model::{Input, Model, Op, Output, Reply, Request};
 use crate::rng::Rng;
 use ftvm_log::EntryKind;
 use ftvm_replica::{
-    Backup, BackupAction, BackupPhase, GoLive, OutputClass, Plant, Primary, PrimaryAction,
-    PrimaryPhase, RequestId, Seq, Time, Timing, Verdict,
+    Backup, BackupAction, BackupPhase, GoLive, Plant, Primary, PrimaryAction, PrimaryPhase,
+    RequestId, Seq, Time, Verdict,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 
 /// One simulation step, µs.
 pub const QUANTUM: u64 = 100;
-/// Guest instructions per quantum (a slow backup replays fewer).
-const SPEED: u64 = 1_000;
-/// Faults happen before this (µs).
-pub const FAULT_END: u64 = 300_000;
-/// After the faults end, service must resume within this (µs).
-pub const RECOVERY: u64 = 250_000;
-/// The run ends here (µs).
-pub const END: u64 = 800_000;
-/// A state hash goes into the log every this many instructions.
-const HASH_EVERY: u64 = 20_000;
-/// The guest runs at most this many instructions ahead of the backup's replay.
-const MAX_LAG: u64 = 20_000;
 /// Nodes (a primary, a backup, a spare).
 const NODES: usize = 3;
 /// Clients.
 const CLIENTS: u32 = 3;
-/// A client retries a request after this long without a reply (µs).
-const CLIENT_RETRY: u64 = 15_000;
-/// The disk as the entropy/disk device number in [`RequestId`].
-const DISK: u8 = 1;
-
-/// The protocol's clocks in the simulation (the binary's, scaled down ten times).
-pub fn timing() -> Timing {
-    Timing {
-        heartbeat: Time(2_000),
-        ack_every: Time(1_000),
-        timeout: Time(30_000),
-        join_timeout: Time(100_000),
-        arbiter_retry: Time(10_000),
-        uncertain: Time(20_000),
-        lease: Time(5_000),
-    }
-}
+/// A live guest's clock may lag simulated time this much (µs) before a clock event.
+const CLOCK_SLACK: u64 = 1_000;
 
 /// Faults injected, per class.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -167,21 +144,31 @@ enum Addr {
 }
 
 #[derive(Debug, Clone)]
-enum Body {
-    Event(Input),
+enum Body<I> {
+    Event(I),
     Output(u64),
     Hash(u64),
     Nothing,
 }
 
+/// A message of guest `G`'s cluster.
+type M<G> = Msg<
+    <G as Guest>::Input,
+    <G as Guest>::Output,
+    <G as Guest>::Frame,
+    <G as Guest>::DiskReq,
+    <G as Guest>::DiskAns,
+    <G as Guest>::Transfer,
+>;
+
 #[derive(Debug, Clone)]
-enum Msg {
+enum Msg<I, O, F, DQ, DA, T> {
     Entry {
         link: u64,
         seq: u64,
         icount: u64,
         kind: EntryKind,
-        body: Body,
+        body: Body<I>,
     },
     Ack {
         link: u64,
@@ -195,8 +182,8 @@ enum Msg {
     Transfer {
         link: u64,
         generation: u64,
-        guest: Box<Model>,
-        in_flight: Vec<(RequestId, Out)>,
+        guest: T,
+        in_flight: Vec<(RequestId, Out<O>)>,
     },
     Ask {
         generation: u64,
@@ -208,22 +195,21 @@ enum Msg {
     },
     Current,
     CurrentIs(Option<u64>),
-    Request(Request),
-    Reply(Reply),
+    Frame(F),
     Write {
         epoch: u64,
         id: u64,
-        value: u64,
+        req: DQ,
     },
     Land {
         node: usize,
         epoch: u64,
         id: u64,
-        value: u64,
+        req: DQ,
     },
     WriteDone {
         id: u64,
-        ok: bool,
+        ans: DA,
     },
     Fence {
         epoch: u64,
@@ -232,8 +218,8 @@ enum Msg {
 
 /// An output as the core holds it: the guest's output and the entry it was logged as.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Out {
-    out: Output,
+struct Out<O> {
+    out: O,
     logged: Option<(u64, u64)>,
 }
 
@@ -243,50 +229,52 @@ struct Chan {
     next_seq: u64,
 }
 
-struct Live {
-    core: Primary<Out>,
-    guest: Model,
+struct Live<G: Guest> {
+    core: Primary<Out<G::Output>>,
+    guest: G,
     link: Option<Chan>,
     admitting: Option<(usize, u64)>,
     next_hash: u64,
     announced: bool,
+    /// The guest idles (waits for an input or its timer).
+    idle: bool,
 }
 
-struct Queued {
+struct Queued<G: Guest> {
     seq: u64,
     icount: u64,
     kind: EntryKind,
-    body: Body,
+    body: Body<G::Input>,
     arrival: u64,
 }
 
-struct Replica {
-    core: Backup<Out>,
-    guest: Model,
+struct Replica<G: Guest> {
+    core: Backup<Out<G::Output>>,
+    guest: G,
     link: u64,
     primary: usize,
-    queue: VecDeque<Queued>,
+    queue: VecDeque<Queued<G>>,
     expected: VecDeque<(u64, u64, u64)>,
 }
 
-enum Role {
+enum Role<G: Guest> {
     Down { restart_at: u64 },
     Spare { next_join: u64 },
-    Live(Box<Live>),
-    Replica(Box<Replica>),
+    Live(Box<Live<G>>),
+    Replica(Box<Replica<G>>),
     Halted,
     Stopped,
 }
 
-struct Node {
+struct Node<G: Guest> {
     name: String,
     incarnation: u32,
-    role: Role,
+    role: Role<G>,
     /// Replay slowdown (1: full speed).
     slow: u64,
 }
 
-impl Node {
+impl<G: Guest> Node<G> {
     fn alive(&self) -> bool {
         !matches!(self.role, Role::Down { .. })
     }
@@ -307,25 +295,19 @@ enum Fault {
     SwitchDown(u64),
 }
 
-struct Client {
-    id: u32,
-    next_req: u64,
-    /// (request, op, history index, last sent)
-    waiting: Option<(u64, Op, usize, u64)>,
-    next_at: u64,
-}
-
-struct Sim {
+struct Sim<'a, G: Guest> {
     now: u64,
     rng: Rng,
     plant: Option<Plant>,
-    queue: BTreeMap<(u64, u64), (Addr, Addr, Msg)>,
+    image: &'a G::Image,
+    disk_state: G::Disk,
+    queue: BTreeMap<(u64, u64), (Addr, Addr, M<G>)>,
     sent: u64,
     last_delivery: BTreeMap<(Addr, Addr), u64>,
     links: BTreeMap<(Addr, Addr), LinkFault>,
     cuts: Vec<(Addr, Addr, u64)>,
     plan: Vec<(u64, Fault)>,
-    nodes: Vec<Node>,
+    nodes: Vec<Node<G>>,
     arbiter_up_at: u64,
     decided: BTreeMap<u64, String>,
     switch_up_at: u64,
@@ -334,9 +316,8 @@ struct Sim {
     landed_epoch: u64,
     disk_stall: u64,
     disk_fail: u64,
-    clients: Vec<Client>,
-    history: Vec<Option<Operation>>,
-    max_acked: u64,
+    clients: Vec<G::Client>,
+    obs: Observed,
     faults: Faults,
     violations: Vec<String>,
     next_link: u64,
@@ -346,29 +327,32 @@ struct Sim {
     releaser: Option<(usize, u32)>,
     superseded: BTreeSet<(usize, u32)>,
     failovers: u64,
-    digest: u64,
     trace: bool,
 }
 
-/// Run one seed (optionally with a planted bug) and check it.
+/// Run one seed of the model guest (optionally with a planted bug) and check it.
 pub fn run_seed(seed: u64, plant: Option<Plant>) -> Report {
-    run(seed, plant, false)
+    run::<crate::model::Model>(seed, plant, false, &())
 }
 
-/// Run one seed printing every delivered message to stderr (for a failing seed).
+/// Run one seed of the model guest printing every delivered message to stderr (for a
+/// failing seed).
 pub fn trace_seed(seed: u64, plant: Option<Plant>) -> Report {
-    run(seed, plant, true)
+    run::<crate::model::Model>(seed, plant, true, &())
 }
 
-fn run(seed: u64, plant: Option<Plant>, trace: bool) -> Report {
-    let mut s = Sim::new(seed, plant);
+/// Run one seed of guest `G` from its boot image (tracing every delivered message to
+/// stderr if `trace`) and check it.
+pub fn run<G: Guest>(seed: u64, plant: Option<Plant>, trace: bool, image: &G::Image) -> Report {
+    let mut s = Sim::<G>::new(seed, plant, image);
     s.trace = trace;
-    while s.now < END && s.violations.is_empty() {
+    while s.now < G::PARAMS.end && s.violations.is_empty() {
         s.step();
         s.now += QUANTUM;
     }
     s.finish();
     let ops = s
+        .obs
         .history
         .iter()
         .flatten()
@@ -380,15 +364,20 @@ fn run(seed: u64, plant: Option<Plant>, trace: bool) -> Report {
         violations: s.violations,
         ops,
         failovers: s.failovers,
-        digest: s.digest,
+        digest: s.obs.digest,
     }
 }
 
-impl Sim {
-    fn new(seed: u64, plant: Option<Plant>) -> Sim {
+impl<'a, G: Guest> Sim<'a, G> {
+    fn p() -> Params {
+        G::PARAMS
+    }
+
+    fn new(seed: u64, plant: Option<Plant>, image: &'a G::Image) -> Sim<'a, G> {
+        let fault_end = Self::p().fault_end;
         let mut rng = Rng::new(seed);
         let mut faults = Faults::default();
-        let mut nodes: Vec<Node> = (0..NODES)
+        let mut nodes: Vec<Node<G>> = (0..NODES)
             .map(|i| Node {
                 name: format!("n{i}"),
                 incarnation: 0,
@@ -396,7 +385,7 @@ impl Sim {
                 slow: 1,
             })
             .collect();
-        nodes[0].role = Role::Live(Box::new(Live::boot(&nodes[0], plant, 0)));
+        nodes[0].role = Role::Live(Box::new(Live::boot(&nodes[0], plant, 0, image)));
         if rng.chance(200) {
             nodes[1].slow = rng.range(2, 6);
             faults.slow_backups += 1;
@@ -431,7 +420,7 @@ impl Sim {
         }
         let mut plan = Vec::new();
         for _ in 0..rng.below(6) {
-            let at = rng.range(5_000, FAULT_END);
+            let at = rng.range(5_000, fault_end);
             let f = match rng.below(10) {
                 0..=3 => Fault::Crash(rng.below(NODES as u64) as usize),
                 4..=6 => {
@@ -456,17 +445,14 @@ impl Sim {
         };
         let disk_fail = if rng.chance(200) { rng.range(5, 50) } else { 0 };
         let clients = (0..CLIENTS)
-            .map(|id| Client {
-                id,
-                next_req: 1,
-                waiting: None,
-                next_at: 2_000 + rng.below(3_000),
-            })
+            .map(|id| G::Client::new(id, &mut rng))
             .collect();
         Sim {
             now: 0,
             rng,
             plant,
+            image,
+            disk_state: G::disk(image),
             queue: BTreeMap::new(),
             sent: 0,
             last_delivery: BTreeMap::new(),
@@ -483,8 +469,10 @@ impl Sim {
             disk_stall,
             disk_fail,
             clients,
-            history: Vec::new(),
-            max_acked: 0,
+            obs: Observed {
+                digest: 0xcbf2_9ce4_8422_2325,
+                ..Observed::default()
+            },
             faults,
             violations: Vec::new(),
             next_link: 1,
@@ -493,7 +481,6 @@ impl Sim {
             releaser: None,
             superseded: BTreeSet::new(),
             failovers: 0,
-            digest: 0xcbf2_9ce4_8422_2325,
             trace: false,
         }
     }
@@ -503,7 +490,7 @@ impl Sim {
     }
 
     fn mix(&mut self, v: u64) {
-        self.digest = (self.digest ^ v).wrapping_mul(0x0100_0000_01b3);
+        self.obs.mix(v);
     }
 
     fn violation(&mut self, what: String) {
@@ -522,7 +509,7 @@ impl Sim {
             .any(|&(x, y, until)| self.now < until && ((x, y) == (a, b) || (x, y) == (b, a)))
     }
 
-    fn send(&mut self, from: Addr, to: Addr, msg: Msg) {
+    fn send(&mut self, from: Addr, to: Addr, msg: M<G>) {
         if let Addr::Node(i) = from {
             if !self.nodes[i].alive() {
                 return;
@@ -530,7 +517,7 @@ impl Sim {
         }
         let mut delay = 50;
         let key = if from < to { (from, to) } else { (to, from) };
-        let faulty = self.now < FAULT_END;
+        let faulty = self.now < Self::p().fault_end;
         if faulty && self.cut(from, to) {
             self.faults.partitioned += 1;
             return;
@@ -581,7 +568,7 @@ impl Sim {
         }
     }
 
-    fn handle(&mut self, from: Addr, to: Addr, msg: Msg) {
+    fn handle(&mut self, from: Addr, to: Addr, msg: M<G>) {
         match to {
             Addr::Arbiter => self.arbiter(from, msg),
             Addr::Switch => self.switch(from, msg),
@@ -593,7 +580,7 @@ impl Sim {
 
     // ---- the world's services ----
 
-    fn arbiter(&mut self, from: Addr, msg: Msg) {
+    fn arbiter(&mut self, from: Addr, msg: M<G>) {
         if self.now < self.arbiter_up_at {
             return; // down: requests go unanswered
         }
@@ -623,26 +610,32 @@ impl Sim {
         self.send(Addr::Arbiter, from, reply);
     }
 
-    fn switch(&mut self, from: Addr, msg: Msg) {
+    fn switch(&mut self, from: Addr, msg: M<G>) {
         if self.now < self.switch_up_at {
             return;
         }
         match (from, msg) {
-            (Addr::Client(_), Msg::Request(r)) => {
+            (Addr::Client(_), Msg::Frame(f)) => {
                 if let Some(o) = self.owner {
-                    self.send(Addr::Switch, Addr::Node(o), Msg::Request(r));
+                    self.send(Addr::Switch, Addr::Node(o), Msg::Frame(f));
                 }
             }
-            (Addr::Node(_), Msg::Reply(r)) => {
-                self.send(Addr::Switch, Addr::Client(r.client), Msg::Reply(r))
-            }
+            (Addr::Node(_), Msg::Frame(f)) => match G::route(&f) {
+                Route::Client(c) => self.send(Addr::Switch, Addr::Client(c), Msg::Frame(f)),
+                Route::All => {
+                    for c in 0..CLIENTS {
+                        self.send(Addr::Switch, Addr::Client(c), Msg::Frame(f.clone()));
+                    }
+                }
+                Route::Drop => {}
+            },
             _ => {}
         }
     }
 
-    fn disk(&mut self, from: Addr, msg: Msg) {
+    fn disk(&mut self, from: Addr, msg: M<G>) {
         match (from, msg) {
-            (Addr::Node(node), Msg::Write { epoch, id, value }) => {
+            (Addr::Node(node), Msg::Write { epoch, id, req }) => {
                 let mut delay = 20;
                 if self.disk_stall > 0 && self.rng.chance(self.disk_stall) {
                     self.faults.disk_stalls += 1;
@@ -652,7 +645,7 @@ impl Sim {
                     node,
                     epoch,
                     id,
-                    value,
+                    req,
                 };
                 self.sent += 1;
                 self.queue.insert(
@@ -667,26 +660,29 @@ impl Sim {
                     node,
                     epoch,
                     id,
-                    value,
+                    req,
                 },
             ) => {
-                let ok = if epoch < self.fence {
-                    false
+                let ans = if epoch < self.fence {
+                    G::Disk::failed(&req)
                 } else if self.disk_fail > 0 && self.rng.chance(self.disk_fail) {
                     self.faults.disk_failures += 1;
-                    false
+                    G::Disk::failed(&req)
                 } else {
-                    if epoch < self.landed_epoch {
-                        self.violation(format!(
-                            "a stale disk write landed: value {value} from epoch {epoch} after epoch {} wrote",
-                            self.landed_epoch
-                        ));
+                    let landed = self.disk_state.apply(&req);
+                    if let Some(value) = landed.wrote {
+                        if epoch < self.landed_epoch {
+                            self.violation(format!(
+                                "a stale disk write landed: {req:?} from epoch {epoch} after epoch {} wrote",
+                                self.landed_epoch
+                            ));
+                        }
+                        self.landed_epoch = self.landed_epoch.max(epoch);
+                        self.mix(value);
                     }
-                    self.landed_epoch = self.landed_epoch.max(epoch);
-                    self.mix(value);
-                    true
+                    landed.answer
                 };
-                self.send(Addr::Disk, Addr::Node(node), Msg::WriteDone { id, ok });
+                self.send(Addr::Disk, Addr::Node(node), Msg::WriteDone { id, ans });
             }
             _ => {}
         }
@@ -696,70 +692,17 @@ impl Sim {
 
     fn clients_step(&mut self) {
         for c in 0..self.clients.len() {
-            let now = self.now;
-            let cl = &self.clients[c];
-            let (id, request) = match cl.waiting {
-                Some((req, op, _, last)) if now - last >= CLIENT_RETRY => (cl.id, Some((req, op))),
-                None if now >= cl.next_at && now < END - 20_000 => {
-                    let op = if self.rng.chance(700) {
-                        Op::Inc
-                    } else {
-                        Op::Get
-                    };
-                    let req = cl.next_req;
-                    let i = self.history.len();
-                    self.history.push(Some(Operation {
-                        client: cl.id,
-                        op,
-                        call: now,
-                        ret: None,
-                    }));
-                    let cl = &mut self.clients[c];
-                    cl.next_req += 1;
-                    cl.waiting = Some((req, op, i, now));
-                    (cl.id, Some((req, op)))
-                }
-                _ => continue,
-            };
-            if let Some((req, op)) = request {
-                if let Some(w) = &mut self.clients[c].waiting {
-                    w.3 = now;
-                }
-                let r = Request {
-                    client: id,
-                    req,
-                    op,
-                };
-                self.send(Addr::Client(id), Addr::Switch, Msg::Request(r));
+            let frames =
+                self.clients[c].step(self.now, Self::p().end, &mut self.rng, &mut self.obs);
+            for f in frames {
+                self.send(Addr::Client(c as u32), Addr::Switch, Msg::Frame(f));
             }
         }
     }
 
-    fn client_reply(&mut self, c: u32, msg: Msg) {
-        let Msg::Reply(r) = msg else { return };
-        let now = self.now;
-        let cl = &mut self.clients[c as usize];
-        let Some((req, op, i, _)) = cl.waiting else {
-            return;
-        };
-        if r.req != req {
-            return;
-        }
-        cl.waiting = None;
-        cl.next_at = now + 500 + (r.req * 7919 + c as u64 * 104_729) % 3_000;
-        match r.value {
-            Some(v) => {
-                if let Some(o) = &mut self.history[i] {
-                    o.ret = Some((now, v));
-                }
-                if op == Op::Inc {
-                    self.max_acked = self.max_acked.max(v);
-                }
-                self.mix(v);
-            }
-            // The disk failed the write: the increment did not happen.
-            None => self.history[i] = None,
-        }
+    fn client_reply(&mut self, c: u32, msg: M<G>) {
+        let Msg::Frame(f) = msg else { return };
+        self.clients[c as usize].receive(self.now, f, &mut self.obs);
     }
 
     // ---- faults ----
@@ -838,7 +781,7 @@ impl Sim {
         // Now and then a supervisor restarts the node as `ftvm primary`.
         if self.rng.chance(300) {
             self.faults.primary_restarts += 1;
-            let live = Live::boot(&self.nodes[i], self.plant, self.now);
+            let live = Live::boot(&self.nodes[i], self.plant, self.now, self.image);
             self.nodes[i].role = Role::Live(Box::new(live));
         } else {
             self.nodes[i].role = Role::Spare {
@@ -858,16 +801,16 @@ impl Sim {
         self.clients_step();
     }
 
-    fn node_msg(&mut self, i: usize, from: Addr, msg: Msg) {
+    fn node_msg(&mut self, i: usize, from: Addr, msg: M<G>) {
         let now = self.t();
         match &mut self.nodes[i].role {
             Role::Live(l) => {
                 match msg {
-                    Msg::Request(r) if l.core.may_run() => {
-                        self.inject(i, Input::Frame(r));
+                    Msg::Frame(f) if l.core.may_run() => {
+                        self.inject(i, G::frame_input(f));
                     }
-                    Msg::WriteDone { id, ok } if l.core.may_run() => {
-                        self.inject(i, Input::DiskDone { id, ok });
+                    Msg::WriteDone { id, ans } if l.core.may_run() => {
+                        self.inject(i, G::disk_input(id, ans));
                     }
                     Msg::Ack { link, seq, icount }
                         if l.link.as_ref().is_some_and(|c| c.id == link) =>
@@ -938,18 +881,19 @@ impl Sim {
                     },
                 ) = (from, msg)
                 {
+                    let guest = G::receive(guest);
                     let mut core = Backup::new(
                         &self.nodes[i].name,
                         generation,
                         guest.icount(),
-                        timing(),
+                        Self::p().timing,
                         self.plant,
                         now,
                     );
                     core.in_flight(in_flight);
                     self.nodes[i].role = Role::Replica(Box::new(Replica {
                         core,
-                        guest: *guest,
+                        guest,
                         link,
                         primary: p,
                         queue: VecDeque::new(),
@@ -976,18 +920,18 @@ impl Sim {
         }
         self.next_link += 1;
         let generation = l.core.next_generation(decided);
-        let guest = Box::new(l.guest.clone());
+        let guest = l.guest.transfer();
         let in_flight = l.core.in_flight();
         l.core.attached(&format!("n{j}"), generation, now);
         l.core.backup_at(l.guest.icount());
-        l.core.set_max_lag(MAX_LAG);
+        l.core.set_max_lag(Self::p().max_lag);
         self.link_generation.insert(link_id, generation);
         l.link = Some(Chan {
             id: link_id,
             peer: j,
             next_seq: 1,
         });
-        l.next_hash = l.guest.icount() + HASH_EVERY;
+        l.next_hash = l.guest.icount() + Self::p().hash_every;
         self.send(
             Addr::Node(i),
             Addr::Node(j),
@@ -1000,21 +944,44 @@ impl Sim {
         );
     }
 
-    /// An input reaches the live guest: logged first (the input door).
-    fn inject(&mut self, i: usize, input: Input) {
+    /// An input reaches the live guest: logged first (the input door). Guest time
+    /// catches up with simulated time first, as the live driver's does.
+    fn inject(&mut self, i: usize, input: G::Input) {
+        self.sync_clock(i, 0);
+        self.inject_now(i, input);
+    }
+
+    fn inject_now(&mut self, i: usize, input: G::Input) {
         let Role::Live(l) = &mut self.nodes[i].role else {
             return;
         };
         let icount = l.guest.icount();
         l.guest.inject(&input);
-        if let Input::DiskDone { id, .. } = input {
-            l.core.answered(RequestId { device: DISK, id });
+        l.idle = false;
+        if let Some(id) = G::answers(&input) {
+            l.core.answered(id);
         }
         self.log(i, icount, EntryKind::Event, Body::Event(input));
     }
 
+    /// A clock event if the live guest's time lags simulated time by more than `slack`.
+    fn sync_clock(&mut self, i: usize, slack: u64) {
+        let Role::Live(l) = &self.nodes[i].role else {
+            return;
+        };
+        if let Some(c) = l.guest.clock(self.now, slack) {
+            self.inject_now(i, c);
+        }
+    }
+
     /// Write an entry on the channel to the backup; its sequence number.
-    fn log(&mut self, i: usize, icount: u64, kind: EntryKind, body: Body) -> Option<(u64, u64)> {
+    fn log(
+        &mut self,
+        i: usize,
+        icount: u64,
+        kind: EntryKind,
+        body: Body<G::Input>,
+    ) -> Option<(u64, u64)> {
         let now = self.t();
         let Role::Live(l) = &mut self.nodes[i].role else {
             return None;
@@ -1078,10 +1045,22 @@ impl Sim {
         if !l.core.may_run() {
             return;
         }
-        let target = l.guest.icount() + SPEED;
+        // An idle guest wakes for its timer (guest time jumps to now) or an input.
+        if l.idle {
+            if l.guest.wake_at().is_none_or(|t| t > self.now) {
+                return;
+            }
+            self.sync_clock(i, 0);
+        } else {
+            self.sync_clock(i, CLOCK_SLACK);
+        }
+        let Role::Live(l) = &mut self.nodes[i].role else {
+            return;
+        };
+        let target = l.guest.icount() + Self::p().speed;
         while let Role::Live(l) = &mut self.nodes[i].role {
             let icount = l.guest.icount();
-            if icount >= target || !l.core.may_run() || l.core.throttled(icount) {
+            if icount >= target || l.idle || !l.core.may_run() || l.core.throttled(icount) {
                 break;
             }
             let stop = if l.link.is_some() {
@@ -1089,22 +1068,22 @@ impl Sim {
             } else {
                 target
             };
-            l.guest.run(stop);
+            l.idle = !l.guest.run(stop);
             let outs = l.guest.take_outputs();
             let at_hash = l.link.is_some() && l.guest.icount() == l.next_hash;
-            let hash = (l.guest.icount(), l.guest.state_hash());
+            let hash = at_hash.then(|| (l.guest.icount(), l.guest.state_hash()));
             for (at, out) in outs {
-                let logged = self.log(i, at, EntryKind::Output, Body::Output(out.digest()));
+                let logged = self.log(i, at, EntryKind::Output, Body::Output(G::digest(&out)));
                 let now = self.t();
                 if let Role::Live(l) = &mut self.nodes[i].role {
                     l.core
                         .output(logged.map(|(_, s)| Seq(s)), Out { out, logged }, now);
                 }
             }
-            if at_hash {
-                self.log(i, hash.0, EntryKind::StateHash, Body::Hash(hash.1));
+            if let Some((at, hash)) = hash {
+                self.log(i, at, EntryKind::StateHash, Body::Hash(hash));
                 if let Role::Live(l) = &mut self.nodes[i].role {
-                    l.next_hash += HASH_EVERY;
+                    l.next_hash += Self::p().hash_every;
                 }
             }
             self.primary_actions(i);
@@ -1126,7 +1105,7 @@ impl Sim {
         }
     }
 
-    fn primary_action(&mut self, i: usize, a: PrimaryAction<Out>) {
+    fn primary_action(&mut self, i: usize, a: PrimaryAction<Out<G::Output>>) {
         let Role::Live(l) = &mut self.nodes[i].role else {
             return;
         };
@@ -1167,7 +1146,7 @@ impl Sim {
     }
 
     /// An output reaches the world: the checkers look at it here.
-    fn release(&mut self, i: usize, out: Out) {
+    fn release(&mut self, i: usize, out: Out<G::Output>) {
         let me = (i, self.nodes[i].incarnation);
         if let Some((link, seq)) = out.logged {
             let held = self.held_by_backup.get(&link).copied().unwrap_or(0);
@@ -1184,7 +1163,8 @@ impl Sim {
                 ));
             }
         }
-        if let Output::Frame(_) = out.out {
+        let effect = G::effect(&out.out);
+        if let Effect::Frame(_) = effect {
             if self.releaser != Some(me) {
                 if self.superseded.contains(&me) {
                     self.violation(format!(
@@ -1202,15 +1182,30 @@ impl Sim {
             Role::Live(l) => l.core.epoch(),
             _ => 0,
         };
-        match out.out {
-            Output::Frame(r) => self.send(Addr::Node(i), Addr::Switch, Msg::Reply(r)),
-            Output::DiskWrite { id, value } => {
+        match effect {
+            Effect::Frame(f) => self.send(Addr::Node(i), Addr::Switch, Msg::Frame(f)),
+            Effect::Disk(id, req) => {
                 if let Role::Live(l) = &mut self.nodes[i].role {
                     l.core
                         .requested(RequestId { device: DISK, id }, out.clone());
                 }
-                self.send(Addr::Node(i), Addr::Disk, Msg::Write { epoch, id, value })
+                self.send(Addr::Node(i), Addr::Disk, Msg::Write { epoch, id, req })
             }
+            // This node's world answers at once: an input, logged like any other.
+            Effect::Entropy(id, len) => {
+                if let Role::Live(l) = &mut self.nodes[i].role {
+                    l.core.requested(
+                        RequestId {
+                            device: ENTROPY,
+                            id,
+                        },
+                        out.clone(),
+                    );
+                }
+                let bytes = (0..len).map(|_| self.rng.next_u64() as u8).collect();
+                self.inject(i, G::entropy_input(id, bytes));
+            }
+            Effect::Nothing => {}
         }
     }
 
@@ -1220,7 +1215,7 @@ impl Sim {
         let Role::Replica(r) = &mut self.nodes[i].role else {
             return;
         };
-        let mut budget = SPEED / slow;
+        let mut budget = Self::p().speed / slow;
         let mut problem = None;
         while r.core.replaying() && problem.is_none() {
             // Output entries only announce what the replay will produce.
@@ -1244,19 +1239,15 @@ impl Sim {
                     break;
                 }
                 let stop = target.min(r.guest.icount() + budget);
-                budget -= stop - r.guest.icount();
-                r.guest.run(stop);
+                let from = r.guest.icount();
+                let ran = r.guest.run(stop);
+                budget -= r.guest.icount() - from;
                 for (at, out) in r.guest.take_outputs() {
                     match r.expected.pop_front() {
                         Some((icount, digest, arrival))
-                            if icount == at && digest == out.digest() =>
+                            if icount == at && digest == G::digest(&out) =>
                         {
-                            let class = match out {
-                                Output::Frame(_) => OutputClass::Frame,
-                                Output::DiskWrite { id, .. } => {
-                                    OutputClass::Request(RequestId { device: DISK, id })
-                                }
-                            };
+                            let class = G::class(&out);
                             r.core
                                 .produced(class, Out { out, logged: None }, Time(arrival));
                         }
@@ -1267,6 +1258,17 @@ impl Sim {
                         }
                     }
                 }
+                if !ran {
+                    // The primary's guest idled here too: its next entry is at this
+                    // count. Idling short of an entry is a divergence.
+                    if r.queue.front().is_some_and(|q| q.icount > r.guest.icount()) {
+                        problem = Some(format!(
+                            "divergence: n{i}'s replay idles at instruction {} short of an entry at {target}",
+                            r.guest.icount()
+                        ));
+                    }
+                    break;
+                }
                 continue;
             }
             let Some(q) = r.queue.pop_front() else {
@@ -1275,8 +1277,8 @@ impl Sim {
             match q.body {
                 Body::Event(input) => {
                     r.guest.inject(&input);
-                    if let Input::DiskDone { id, .. } = input {
-                        r.core.answered(RequestId { device: DISK, id });
+                    if let Some(id) = G::answers(&input) {
+                        r.core.answered(id);
                     }
                 }
                 Body::Hash(h) if h != r.guest.state_hash() => {
@@ -1345,7 +1347,7 @@ impl Sim {
 
     /// Carry out a go-live plan: plug into the switch (or retry while it restarts),
     /// fence the disk, re-issue, re-send, announce.
-    fn go_live(&mut self, i: usize, plan: GoLive<Out>) {
+    fn go_live(&mut self, i: usize, plan: GoLive<Out<G::Output>>) {
         let now = self.t();
         let Role::Replica(r) = &mut self.nodes[i].role else {
             return;
@@ -1359,7 +1361,12 @@ impl Sim {
             unreachable!()
         };
         self.failovers += 1;
-        let core = Primary::live(&self.nodes[i].name, plan.generation, timing(), self.plant);
+        let core = Primary::live(
+            &self.nodes[i].name,
+            plan.generation,
+            Self::p().timing,
+            self.plant,
+        );
         self.nodes[i].role = Role::Live(Box::new(Live {
             core,
             guest: r.guest,
@@ -1367,6 +1374,7 @@ impl Sim {
             admitting: None,
             next_hash: u64::MAX,
             announced: true,
+            idle: false,
         }));
         if let Some(epoch) = plan.fence {
             self.send(Addr::Node(i), Addr::Disk, Msg::Fence { epoch });
@@ -1385,7 +1393,7 @@ impl Sim {
         if !self.violations.is_empty() {
             return;
         }
-        let history: Vec<Operation> = self.history.iter().flatten().copied().collect();
+        let history: Vec<Operation> = self.obs.history.iter().flatten().copied().collect();
         if let Err(e) = lin::check(&history) {
             self.violation(format!("linearizability: {e}"));
         }
@@ -1393,18 +1401,18 @@ impl Sim {
             .filter(|&i| matches!(&self.nodes[i].role, Role::Live(l) if l.core.may_run()))
             .collect();
         let counter = live.iter().find_map(|&i| match &self.nodes[i].role {
-            Role::Live(l) if Some(i) == self.owner => Some(l.guest.counter()),
+            Role::Live(l) if Some(i) == self.owner => Some(l.guest.counter(&self.disk_state)),
             _ => None,
         });
         match counter {
-            Some(c) if c < self.max_acked => self.violation(format!(
+            Some(c) if c < self.obs.max_acked => self.violation(format!(
                 "an acknowledged increment was lost: clients saw {} but the live guest holds {c}",
-                self.max_acked
+                self.obs.max_acked
             )),
             None => self.violation("no node runs the guest at the end".into()),
             _ => {}
         }
-        let resumed = FAULT_END + RECOVERY;
+        let resumed = Self::p().fault_end + Self::p().recovery;
         for c in 0..CLIENTS {
             let served = history
                 .iter()
@@ -1412,28 +1420,29 @@ impl Sim {
             if !served {
                 self.violation(format!(
                     "service did not resume: client {c} got no reply to a request made {} after the faults healed",
-                    Time(RECOVERY)
+                    Time(Self::p().recovery)
                 ));
             }
         }
     }
 }
 
-impl Live {
-    fn boot(node: &Node, plant: Option<Plant>, now: u64) -> Live {
+impl<G: Guest> Live<G> {
+    fn boot(node: &Node<G>, plant: Option<Plant>, now: u64, image: &G::Image) -> Live<G> {
         Live {
             core: Primary::boot(
                 &node.name,
                 &node.incarnation.to_string(),
-                timing(),
+                G::PARAMS.timing,
                 plant,
                 Time(now),
             ),
-            guest: Model::new(),
+            guest: G::boot(image),
             link: None,
             admitting: None,
             next_hash: u64::MAX,
             announced: false,
+            idle: false,
         }
     }
 }

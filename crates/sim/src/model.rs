@@ -5,6 +5,10 @@
 //! completes; a repeated request is answered from the last reply (what TCP's
 //! retransmission gives the real guest).
 
+use crate::guest::{Client, Effect, Guest, Landed, Observed, Params, Route, SharedDisk, DISK};
+use crate::lin::Operation;
+use crate::rng::Rng;
+use ftvm_replica::{OutputClass, RequestId, Time, Timing};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Instructions one request costs.
@@ -252,6 +256,243 @@ impl Model {
             h.u64(r.req);
         }
         h.0
+    }
+}
+
+/// What crosses the switch between the model guest and its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// A client's request.
+    Request(Request),
+    /// The guest's reply.
+    Reply(Reply),
+}
+
+/// The model's shared disk: it keeps nothing the checkers read (the guest holds the
+/// counter), it only lands writes.
+#[derive(Debug, Clone, Default)]
+pub struct Disk;
+
+impl SharedDisk<u64, bool> for Disk {
+    fn apply(&mut self, value: &u64) -> Landed<bool> {
+        Landed {
+            answer: true,
+            wrote: Some(*value),
+        }
+    }
+
+    fn failed(_: &u64) -> bool {
+        false
+    }
+}
+
+impl Guest for Model {
+    type Input = Input;
+    type Output = Output;
+    type Frame = Frame;
+    type DiskReq = u64;
+    type DiskAns = bool;
+    type Disk = Disk;
+    type Client = ModelClient;
+    type Transfer = Box<Model>;
+    type Image = ();
+
+    const PARAMS: Params = Params {
+        speed: 1_000,
+        fault_end: 300_000,
+        recovery: 250_000,
+        end: 800_000,
+        hash_every: 20_000,
+        max_lag: 20_000,
+        // The binary's clocks, scaled down ten times.
+        timing: Timing {
+            heartbeat: Time(2_000),
+            ack_every: Time(1_000),
+            timeout: Time(30_000),
+            join_timeout: Time(100_000),
+            arbiter_retry: Time(10_000),
+            uncertain: Time(20_000),
+            lease: Time(5_000),
+        },
+    };
+    const NAME: &'static str = "model";
+
+    fn boot(_: &()) -> Model {
+        Model::new()
+    }
+
+    fn disk(_: &()) -> Disk {
+        Disk
+    }
+
+    fn icount(&self) -> u64 {
+        self.icount
+    }
+
+    fn run(&mut self, until: u64) -> bool {
+        Model::run(self, until);
+        true
+    }
+
+    fn inject(&mut self, input: &Input) {
+        Model::inject(self, input)
+    }
+
+    fn take_outputs(&mut self) -> Vec<(u64, Output)> {
+        Model::take_outputs(self)
+    }
+
+    fn state_hash(&self) -> u64 {
+        Model::state_hash(self)
+    }
+
+    fn transfer(&self) -> Box<Model> {
+        Box::new(self.clone())
+    }
+
+    fn receive(t: Box<Model>) -> Model {
+        *t
+    }
+
+    fn counter(&self, _: &Disk) -> u64 {
+        self.counter
+    }
+
+    fn clock(&self, _: u64, _: u64) -> Option<Input> {
+        None
+    }
+
+    fn wake_at(&self) -> Option<u64> {
+        None
+    }
+
+    fn digest(out: &Output) -> u64 {
+        out.digest()
+    }
+
+    fn effect(out: &Output) -> Effect<Frame, u64> {
+        match *out {
+            Output::Frame(r) => Effect::Frame(Frame::Reply(r)),
+            Output::DiskWrite { id, value } => Effect::Disk(id, value),
+        }
+    }
+
+    fn class(out: &Output) -> OutputClass {
+        match *out {
+            Output::Frame(_) => OutputClass::Frame,
+            Output::DiskWrite { id, .. } => OutputClass::Request(RequestId { device: DISK, id }),
+        }
+    }
+
+    fn route(frame: &Frame) -> Route {
+        match frame {
+            Frame::Reply(r) => Route::Client(r.client),
+            Frame::Request(_) => Route::Drop,
+        }
+    }
+
+    fn frame_input(frame: Frame) -> Input {
+        match frame {
+            Frame::Request(r) => Input::Frame(r),
+            // Never routed to a node; a guest ignores what it cannot parse.
+            Frame::Reply(r) => Input::Frame(Request {
+                client: r.client,
+                req: 0,
+                op: Op::Get,
+            }),
+        }
+    }
+
+    fn disk_input(id: u64, ok: bool) -> Input {
+        Input::DiskDone { id, ok }
+    }
+
+    fn entropy_input(_: u64, _: Vec<u8>) -> Input {
+        unreachable!("the model guest asks for no entropy")
+    }
+
+    fn answers(input: &Input) -> Option<RequestId> {
+        match *input {
+            Input::DiskDone { id, .. } => Some(RequestId { device: DISK, id }),
+            Input::Frame(_) => None,
+        }
+    }
+}
+
+/// A client retries a request after this long without a reply (µs).
+const CLIENT_RETRY: u64 = 15_000;
+
+/// A model client: one request at a time, retried until answered.
+pub struct ModelClient {
+    id: u32,
+    next_req: u64,
+    /// (request, op, history index, last sent)
+    waiting: Option<(u64, Op, usize, u64)>,
+    next_at: u64,
+}
+
+impl Client<Frame> for ModelClient {
+    fn new(id: u32, rng: &mut Rng) -> ModelClient {
+        ModelClient {
+            id,
+            next_req: 1,
+            waiting: None,
+            next_at: 2_000 + rng.below(3_000),
+        }
+    }
+
+    fn step(&mut self, now: u64, end: u64, rng: &mut Rng, obs: &mut Observed) -> Vec<Frame> {
+        let (req, op) = match self.waiting {
+            Some((req, op, _, last)) if now - last >= CLIENT_RETRY => (req, op),
+            None if now >= self.next_at && now < end - 20_000 => {
+                let op = if rng.chance(700) { Op::Inc } else { Op::Get };
+                let req = self.next_req;
+                let i = obs.history.len();
+                obs.history.push(Some(Operation {
+                    client: self.id,
+                    op,
+                    call: now,
+                    ret: None,
+                }));
+                self.next_req += 1;
+                self.waiting = Some((req, op, i, now));
+                (req, op)
+            }
+            _ => return Vec::new(),
+        };
+        if let Some(w) = &mut self.waiting {
+            w.3 = now;
+        }
+        vec![Frame::Request(Request {
+            client: self.id,
+            req,
+            op,
+        })]
+    }
+
+    fn receive(&mut self, now: u64, frame: Frame, obs: &mut Observed) {
+        let Frame::Reply(r) = frame else { return };
+        let Some((req, op, i, _)) = self.waiting else {
+            return;
+        };
+        if r.req != req {
+            return;
+        }
+        self.waiting = None;
+        self.next_at = now + 500 + (r.req * 7919 + self.id as u64 * 104_729) % 3_000;
+        match r.value {
+            Some(v) => {
+                if let Some(o) = &mut obs.history[i] {
+                    o.ret = Some((now, v));
+                }
+                if op == Op::Inc {
+                    obs.max_acked = obs.max_acked.max(v);
+                }
+                obs.mix(v);
+            }
+            // The disk failed the write: the increment did not happen.
+            None => obs.history[i] = None,
+        }
     }
 }
 

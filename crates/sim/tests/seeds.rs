@@ -2,7 +2,7 @@
 //! planted bug caught within a stated number of seeds, the bugs it found kept as
 //! regressions, and a seed's run identical every time.
 
-use ftvm_sim::{replay_command, run_seed, run_seeds, Plant};
+use ftvm_sim::{replay_command, run_seed, run_seeds, GuestKind, Plant};
 
 #[test]
 fn ten_thousand_seeds_of_the_model_guest_find_no_violation() {
@@ -11,7 +11,12 @@ fn ten_thousand_seeds_of_the_model_guest_find_no_violation() {
         .failing
         .iter()
         .take(3)
-        .map(|r| format!("{r}\n  replay: {}", replay_command(r.seed, None)))
+        .map(|r| {
+            format!(
+                "{r}\n  replay: {}",
+                replay_command(GuestKind::Model, r.seed, None)
+            )
+        })
         .collect();
     assert!(s.failing.is_empty(), "{}", shown.join("\n"));
     // The faults really happened.
