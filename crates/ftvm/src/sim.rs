@@ -24,6 +24,11 @@ pub fn sim(args: &SimArgs) -> Result<ExitCode> {
             None => bail!("no planted bug is named '{name}' (see --list-plants)"),
         },
     };
+    if guest == GuestKind::Linux {
+        // The same guest build as every other command's default (cached; rebuilt when
+        // its inputs change).
+        crate::guest::default_guest()?;
+    }
     guest.prepare().map_err(|e| anyhow!(e))?;
     let started = Instant::now();
     let s = if args.trace {
