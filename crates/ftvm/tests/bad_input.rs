@@ -168,3 +168,12 @@ fn m_mode_program_without_bios_none_is_a_clear_error() {
     );
     assert!(!err.contains("panicked"));
 }
+
+#[test]
+fn a_debian_service_demo_without_the_debian_disk() {
+    // It used to boot the counter guest and wait 120 s for a Redis that was never there.
+    for service in ["redis", "postgres"] {
+        let out = ftvm(&["demo", "--service", service]);
+        assert_clean_error(&out, "--disk");
+    }
+}

@@ -91,6 +91,14 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Result<
 /// `ftvm demo`.
 pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
+    let load = super::workload::for_service(&args.service)?;
+    if load.name() != "counter" && args.disk.is_none() {
+        bail!(
+            "--service {} runs on the Debian image: give it with --disk (and its kernel and command line), or use scripts/demo --service {}, which builds and passes them",
+            load.name(),
+            load.name()
+        );
+    }
     let dir = match &args.dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("ftvm-demo-{}", std::process::id())),
@@ -114,7 +122,6 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
             None => free_port(),
         }
     };
-    let load = super::workload::for_service(&args.service)?;
     let (sw, arb, fwd) = (port(0)?, port(1)?, port(2)?);
     let node_ports = [port(3)?, port(4)?, port(5)?];
     let addr = |p: u16| format!("127.0.0.1:{p}");
