@@ -2,7 +2,7 @@
 
 use crate::cli::SimArgs;
 use anyhow::{anyhow, bail, Result};
-use ftvm_sim::{replay_command, GuestKind, Plant};
+use ftvm_sim::{GuestKind, Plant};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -60,9 +60,8 @@ pub fn sim(args: &SimArgs) -> Result<ExitCode> {
         println!("  {class:36} {n}");
     }
     println!("seeds with violations  {}", s.failing.len());
-    for r in s.failing.iter().take(5) {
-        println!("{r}");
-        println!("  replay: {}", replay_command(guest, r.seed, plant));
+    if !s.failing.is_empty() {
+        println!("{}", s.failures(guest, plant, 5));
     }
     Ok(if s.failing.is_empty() {
         ExitCode::SUCCESS

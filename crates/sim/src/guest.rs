@@ -8,6 +8,7 @@
 //! disk's contents and the clients that talk to it.
 
 use crate::lin::Operation;
+use crate::model::Op;
 use crate::rng::Rng;
 use ftvm_replica::{OutputClass, RequestId, Timing};
 use std::fmt::Debug;
@@ -84,6 +85,33 @@ impl Observed {
     /// Mix `v` into the run's digest.
     pub fn mix(&mut self, v: u64) {
         self.digest = (self.digest ^ v).wrapping_mul(0x0100_0000_01b3);
+    }
+
+    /// A client calls `op` at `now`; the operation's index in the history.
+    pub fn call(&mut self, client: u32, op: Op, now: u64) -> usize {
+        self.history.push(Some(Operation {
+            client,
+            op,
+            call: now,
+            ret: None,
+        }));
+        self.history.len() - 1
+    }
+
+    /// Operation `i` (an `op`) returned `value` at `now`.
+    pub fn returned(&mut self, i: usize, op: Op, now: u64, value: u64) {
+        if let Some(o) = &mut self.history[i] {
+            o.ret = Some((now, value));
+        }
+        if op == Op::Inc {
+            self.max_acked = self.max_acked.max(value);
+        }
+        self.mix(value);
+    }
+
+    /// Operation `i` certainly did not happen (the disk failed its write).
+    pub fn did_not_happen(&mut self, i: usize) {
+        self.history[i] = None;
     }
 }
 

@@ -110,6 +110,16 @@ pub fn run_seeds(first: u64, count: u64, plant: Option<Plant>, stop: bool) -> Su
 }
 
 impl Summary {
+    /// The first `max` failing seeds, each with the one command that replays it.
+    pub fn failures(&self, guest: GuestKind, plant: Option<Plant>, max: usize) -> String {
+        self.failing
+            .iter()
+            .take(max)
+            .map(|r| format!("{r}\n  replay: {}", replay_command(guest, r.seed, plant)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Add another batch's findings (seeds run apart, e.g. on other threads).
     pub fn merge(&mut self, o: Summary) {
         self.seeds += o.seeds;

@@ -6,7 +6,6 @@
 //! retransmission gives the real guest).
 
 use crate::guest::{Client, Effect, Guest, Landed, Observed, Params, Route, SharedDisk, DISK};
-use crate::lin::Operation;
 use crate::rng::Rng;
 use ftvm_replica::{OutputClass, RequestId, Time, Timing};
 use std::collections::{BTreeMap, VecDeque};
@@ -447,13 +446,7 @@ impl Client<Frame> for ModelClient {
             None if now >= self.next_at && now < end - 20_000 => {
                 let op = if rng.chance(700) { Op::Inc } else { Op::Get };
                 let req = self.next_req;
-                let i = obs.history.len();
-                obs.history.push(Some(Operation {
-                    client: self.id,
-                    op,
-                    call: now,
-                    ret: None,
-                }));
+                let i = obs.call(self.id, op, now);
                 self.next_req += 1;
                 self.waiting = Some((req, op, i, now));
                 (req, op)
@@ -481,17 +474,9 @@ impl Client<Frame> for ModelClient {
         self.waiting = None;
         self.next_at = now + 500 + (r.req * 7919 + self.id as u64 * 104_729) % 3_000;
         match r.value {
-            Some(v) => {
-                if let Some(o) = &mut obs.history[i] {
-                    o.ret = Some((now, v));
-                }
-                if op == Op::Inc {
-                    obs.max_acked = obs.max_acked.max(v);
-                }
-                obs.mix(v);
-            }
+            Some(v) => obs.returned(i, op, now, v),
             // The disk failed the write: the increment did not happen.
-            None => obs.history[i] = None,
+            None => obs.did_not_happen(i),
         }
     }
 }

@@ -4,7 +4,6 @@
 //! cross the simulated switch, so every fault on its link reaches real TCP on both ends.
 
 use crate::guest::{Client, Observed};
-use crate::lin::Operation;
 use crate::linux::{GUEST_IP, GUEST_PORT};
 use crate::model::Op;
 use crate::rng::Rng;
@@ -142,17 +141,9 @@ impl TcpClient {
             self.next_at = now + THINK + (w.index as u64 * 7919) % THINK;
             let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
             match text.parse::<u64>() {
-                Ok(v) => {
-                    if let Some(o) = &mut obs.history[w.index] {
-                        o.ret = Some((now, v));
-                    }
-                    if w.op == Op::Inc {
-                        obs.max_acked = obs.max_acked.max(v);
-                    }
-                    obs.mix(v);
-                }
+                Ok(v) => obs.returned(w.index, w.op, now, v),
                 // "err": the disk failed the write, the increment did not happen.
-                Err(_) if text == "err" && w.op == Op::Inc => obs.history[w.index] = None,
+                Err(_) if text == "err" && w.op == Op::Inc => obs.did_not_happen(w.index),
                 Err(_) => {
                     // A reply the protocol does not have: record it as impossible.
                     if let Some(o) = &mut obs.history[w.index] {
@@ -223,13 +214,7 @@ impl Client<Vec<u8>> for TcpClient {
             let op = if rng.chance(700) { Op::Inc } else { Op::Get };
             let line: &[u8] = if op == Op::Inc { b"inc\n" } else { b"get\n" };
             if s.send_slice(line) == Ok(line.len()) {
-                let index = obs.history.len();
-                obs.history.push(Some(Operation {
-                    client: self.id,
-                    op,
-                    call: now,
-                    ret: None,
-                }));
+                let index = obs.call(self.id, op, now);
                 self.waiting = Some(Waiting {
                     op,
                     index,

@@ -33,18 +33,11 @@ fn run_seeds(first: u64, count: u64, plant: Option<Plant>) -> Summary {
 #[test]
 fn fifty_seeds_of_the_linux_guest_find_no_violation() {
     let s = run_seeds(0, 50, None);
-    let shown: Vec<String> = s
-        .failing
-        .iter()
-        .take(3)
-        .map(|r| {
-            format!(
-                "{r}\n  replay: {}",
-                replay_command(GuestKind::Linux, r.seed, None)
-            )
-        })
-        .collect();
-    assert!(s.failing.is_empty(), "{}", shown.join("\n"));
+    assert!(
+        s.failing.is_empty(),
+        "{}",
+        s.failures(GuestKind::Linux, None, 3)
+    );
     assert_eq!(s.seeds, 50);
     // The faults really happened, and the real guest served through them.
     let f = s.faults;
