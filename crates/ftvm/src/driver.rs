@@ -149,7 +149,12 @@ impl<W: Write> Driver<W> {
                 continue;
             }
             if !self.journal.as_ref().is_none_or(|j| j.may_run(now.0)) {
-                self.wait(None)?;
+                let input =
+                    self.clock.is_some() && self.journal.as_ref().is_some_and(|j| j.takes_input());
+                // Frames taken look again at once (a batch may have left some unread).
+                if !(input && self.service_live()?) {
+                    self.wait(None)?;
+                }
                 continue;
             }
             let slice = match self.clock {

@@ -637,6 +637,10 @@ impl Journal for Primary {
         self.core.may_run() && !self.core.throttled(icount)
     }
 
+    fn takes_input(&self) -> bool {
+        self.core.may_run()
+    }
+
     fn holding(&self) -> bool {
         self.core.held() > 0
     }

@@ -55,6 +55,15 @@ pub trait Journal {
     fn may_run(&self, _icount: u64) -> bool {
         true
     }
+    /// Whether inputs may be delivered (and logged) now, even while [`Journal::may_run`]
+    /// says the guest must wait: a primary throttled behind a lagging backup still
+    /// takes the network's frames at once, so that each is in the log within moments of
+    /// arriving — a frame left unread in the socket for longer than the switch's
+    /// re-delivery window would be lost with this node, and only the sender's
+    /// retransmission (a second or more) would bring it back.
+    fn takes_input(&self) -> bool {
+        true
+    }
     /// Whether outputs wait for something (the driver then runs shorter slices).
     fn holding(&self) -> bool {
         false
