@@ -9,6 +9,7 @@
 //! primary and waits for a new backup.
 
 use super::primary::Primary;
+use super::redelivery::{Replayed, SkipReplayed};
 use super::status::{Status, StatusFile};
 use super::wire::{self, Hello, Message, Offer};
 use super::{run_live, Answer, Asker, Clock, Halted, Node};
@@ -25,7 +26,7 @@ use ftvm_machine::{BootConfig, Event, Machine, OutputKind};
 use ftvm_replica::{Backup, BackupAction, BackupPhase, GoLive, OutputClass, RequestId, Seq, Time};
 use ftvm_world::disk::DiskImage;
 use ftvm_world::entropy::HostEntropy;
-use ftvm_world::Channel;
+use ftvm_world::{Channel, Net};
 use std::collections::VecDeque;
 use std::io::{BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -311,18 +312,26 @@ fn until(clock: &Clock, t: Time) -> Duration {
 }
 
 /// The request an event answers, if any.
-fn answers(entry: &Entry) -> Option<RequestId> {
+fn answers(event: Option<&Event>) -> Option<RequestId> {
+    match event? {
+        Event::Entropy { id, .. } => Some(RequestId {
+            device: ENTROPY,
+            id: *id,
+        }),
+        Event::DiskDone { id, .. } => Some(RequestId {
+            device: DISK,
+            id: *id,
+        }),
+        _ => None,
+    }
+}
+
+/// The input event an entry carries, if it is one.
+fn event_of(entry: &Entry) -> Option<Event> {
     if entry.kind != EntryKind::Event {
         return None;
     }
-    match postcard::from_bytes::<Event>(&entry.payload) {
-        Ok(Event::Entropy { id, .. }) => Some(RequestId {
-            device: ENTROPY,
-            id,
-        }),
-        Ok(Event::DiskDone { id, .. }) => Some(RequestId { device: DISK, id }),
-        _ => None,
-    }
+    postcard::from_bytes::<Event>(&entry.payload).ok()
 }
 
 /// This host's world for a node going live: the switch, the disk, entropy and the
@@ -492,6 +501,7 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
     let mut replay: Replay<std::io::Stdout> = Replay::new(machine, None);
     replay.keep_outputs = true;
     let mut queue: VecDeque<(Entry, Instant)> = VecDeque::new();
+    let mut replayed = Replayed::default();
     let mut asker = Asker::new(node.arbiter());
     let mut todo: VecDeque<BackupAction<OutputKind>> = VecDeque::new();
     let (mut entries, mut caught_up, mut lost_at) = (0u64, false, None);
@@ -520,7 +530,7 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
                 }
             }
         })?;
-    let (plan, world) = 'replica: loop {
+    let (plan, mut world) = 'replica: loop {
         let phase = shared.core().phase();
         if stop.load(Ordering::Relaxed) {
             stream.close();
@@ -574,7 +584,11 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
         let replaying = shared.core().replaying();
         if let Some((entry, at)) = queue.pop_front().filter(|_| replaying) {
             entries += 1;
-            let answered = answers(&entry);
+            let event = event_of(&entry);
+            let answered = answers(event.as_ref());
+            if let Some(e) = &event {
+                replayed.delivered(e);
+            }
             let applied = replay.apply(&entry, clock.at(at).0).map_err(|e| {
                 report("halted", &mut status_file);
                 diverged(e)
@@ -694,6 +708,11 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
     };
     signals_handle.close();
     shared.core().went_live();
+    // The switch's re-delivery brings frames the replay already delivered.
+    world.backends.net = world
+        .backends
+        .net
+        .map(|net| Box::new(SkipReplayed::new(net, replayed, Instant::now())) as Box<dyn Net>);
     go_live(node, &offer, replay.machine, plan, world, lost_at, stop)
 }
 

@@ -6,12 +6,14 @@
 //!
 //! - [`wire`]: the channel's messages; [`transfer`]: the pre-copy of a running guest;
 //! - [`primary`]: the live side, a [`crate::replica::Journal`] for the driver;
-//! - [`backup`]: receive, replay, go live;
+//! - [`backup`]: receive, replay, go live; [`redelivery`]: the switch's re-delivery at
+//!   go-live without what the replay delivered;
 //! - [`status`]: what `ftvm status` shows; [`demo`]: `ftvm demo`.
 
 pub mod backup;
 pub mod demo;
 pub mod primary;
+pub mod redelivery;
 pub mod status;
 pub mod transfer;
 pub mod wire;
