@@ -4,7 +4,7 @@
 //! autocommit transactions (over its wire protocol) while Debian's `pgbench` runs. Each load keeps what the server
 //! acknowledged, so the verdict can say whether anything acknowledged was lost.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use stateright::semantics::{ConsistencyTester, LinearizabilityTester, SequentialSpec};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -658,8 +658,8 @@ pub struct Postgres {
     /// Ids whose INSERT got no answer (may or may not be in the table).
     unanswered: Mutex<Vec<i64>>,
     errors: Mutex<Vec<String>>,
-    /// pgbench runs: (exit status ok, transactions, its error lines).
-    pgbench: Mutex<Vec<(bool, u64, String)>>,
+    /// pgbench runs.
+    pgbench: Mutex<Vec<PgbenchRun>>,
     stop: AtomicBool,
 }
 
@@ -733,45 +733,97 @@ impl Postgres {
         }
     }
 
+    /// pgbench, run after run until the load stops. Each run is a fixed number of
+    /// transactions per client (`-t`), not a duration: under FT on this 2-core machine
+    /// its four connections take seconds to open (a backend forked for each, the
+    /// inserters running), and a `-T 3` run could end before its first transaction.
+    /// A run that cannot finish within [`PGBENCH_LIMIT`] is killed and counts as failed.
     fn pgbench_loop(&self, addr: SocketAddr) {
         while !self.stop.load(Ordering::Relaxed) {
-            let out = std::process::Command::new("pgbench")
-                .args([
-                    "-n",
-                    "-c",
-                    "4",
-                    "-j",
-                    "2",
-                    "-T",
-                    "3",
-                    "-h",
-                    &addr.ip().to_string(),
-                ])
-                .args(["-p", &addr.port().to_string(), "-U", "postgres", "postgres"])
-                .output();
-            let run = match out {
-                Ok(o) => {
-                    let text = String::from_utf8_lossy(&o.stdout).into_owned();
-                    let txns = text
-                        .lines()
-                        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
-                        .and_then(|v| v.split('/').next()?.trim().parse().ok())
-                        .unwrap_or(0);
-                    let failed = text.lines().any(|l| {
-                        l.starts_with("number of failed transactions: ") && !l.contains(": 0 ")
-                    });
-                    let err: Vec<String> = String::from_utf8_lossy(&o.stderr)
-                        .lines()
-                        .filter(|l| !l.is_empty())
-                        .map(String::from)
-                        .collect();
-                    (o.status.success() && !failed, txns, err.join("; "))
-                }
-                Err(e) => (false, 0, format!("cannot run pgbench: {e}")),
-            };
+            let run = pgbench_run(addr).unwrap_or_else(|e| PgbenchRun {
+                ok: false,
+                transactions: 0,
+                connect_ms: None,
+                errors: format!("{e:#}"),
+            });
             self.pgbench.lock().unwrap().push(run);
         }
     }
+}
+
+/// Transactions per pgbench client in one run of the demo's load.
+const PGBENCH_TRANSACTIONS: u32 = 3;
+/// Longest a pgbench run of the demo may take.
+const PGBENCH_LIMIT: Duration = Duration::from_secs(120);
+
+/// One pgbench run: how it ended, as its own report says.
+#[derive(Clone, Debug)]
+struct PgbenchRun {
+    /// Exit status 0 and no failed transaction.
+    ok: bool,
+    /// "number of transactions actually processed".
+    transactions: u64,
+    /// "initial connection time", in ms.
+    connect_ms: Option<f64>,
+    /// Its error lines.
+    errors: String,
+}
+
+fn pgbench_run(addr: SocketAddr) -> Result<PgbenchRun> {
+    let mut child = std::process::Command::new("pgbench")
+        .args([
+            "-n",
+            "-c",
+            "4",
+            "-j",
+            "2",
+            "-t",
+            &PGBENCH_TRANSACTIONS.to_string(),
+        ])
+        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+        .args(["-U", "postgres", "postgres"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run pgbench")?;
+    let started = Instant::now();
+    let killed = loop {
+        if child.try_wait()?.is_some() {
+            break false;
+        }
+        if started.elapsed() > PGBENCH_LIMIT {
+            let _ = child.kill();
+            break true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let o = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+    };
+    let transactions = field("number of transactions actually processed: ")
+        .and_then(|v| v.split('/').next()?.trim().parse().ok())
+        .unwrap_or(0);
+    let connect_ms =
+        field("initial connection time = ").and_then(|v| v.trim_end_matches(" ms").parse().ok());
+    let failed = field("number of failed transactions: ").is_some_and(|v| !v.starts_with("0 "));
+    let mut errors: Vec<String> = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    if killed {
+        errors.insert(0, format!("killed after {} s", PGBENCH_LIMIT.as_secs()));
+    }
+    Ok(PgbenchRun {
+        ok: o.status.success() && !failed && !killed,
+        transactions,
+        connect_ms,
+        errors: errors.join("; "),
+    })
 }
 
 impl Workload for Postgres {
@@ -843,15 +895,25 @@ impl Workload for Postgres {
             }
         };
         let runs = self.pgbench.lock().unwrap().clone();
-        let bad: Vec<&(bool, u64, String)> = runs.iter().filter(|r| !r.0).collect();
-        if let Some((_, _, why)) = bad.first() {
+        let bad: Vec<&PgbenchRun> = runs.iter().filter(|r| !r.ok).collect();
+        if let Some(first) = bad.first() {
             failures.push(format!(
-                "{} of {} pgbench runs failed (first: {why})",
+                "{} of {} pgbench runs failed (first: {})",
                 bad.len(),
-                runs.len()
+                runs.len(),
+                first.errors
             ));
         }
-        let txns: u64 = runs.iter().map(|r| r.1).sum();
+        let done: Vec<&PgbenchRun> = runs.iter().filter(|r| r.ok).collect();
+        if done.is_empty() {
+            failures.push("no pgbench run finished: give the load more time (--after)".into());
+        }
+        let txns: u64 = runs.iter().map(|r| r.transactions).sum();
+        let connects: Vec<f64> = runs.iter().filter_map(|r| r.connect_ms).collect();
+        let connect = match connects.iter().cloned().reduce(f64::max) {
+            Some(max) => format!("; connecting its 4 clients took up to {:.0} ms", max),
+            None => String::new(),
+        };
         Verdict {
             lines: vec![
                 (
@@ -867,7 +929,7 @@ impl Workload for Postgres {
                 (
                     "pgbench".into(),
                     format!(
-                        "{} runs, {} failed, {txns} transactions",
+                        "{} runs of 4 clients x {PGBENCH_TRANSACTIONS} transactions, {} failed, {txns} transactions{connect}",
                         runs.len(),
                         bad.len()
                     ),
