@@ -142,6 +142,12 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
             println!("ftvm demo: copying {} to {}", img.display(), copy.display());
             std::fs::copy(img, &copy)
                 .with_context(|| format!("cannot copy the disk image {}", img.display()))?;
+            // On disk before the guest starts: otherwise the guest's first flush
+            // (fsync) writes back the whole copy, stalling the primary past the
+            // backup's timeout (a false failover at boot).
+            std::fs::File::open(&copy)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("cannot write {} to disk", copy.display()))?;
             Some(copy)
         }
         None => None,
