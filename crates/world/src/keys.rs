@@ -20,7 +20,8 @@ use time::{Duration, OffsetDateTime};
 pub const CA_CERT: &str = "ca.pem";
 /// The CA's private key.
 pub const CA_KEY: &str = "ca.key";
-/// The CA's subject (the issuer of every node certificate).
+/// The CA's subject (the issuer of every node certificate), followed by a part of its
+/// public key so that two clusters' CAs differ by name too.
 const CA_NAME: &str = "ftvm cluster CA";
 /// How long the CA is valid.
 const CA_DAYS: i64 = 3650;
@@ -114,12 +115,21 @@ fn none_exist(paths: &[&Path], force: bool) -> Result<(), KeysError> {
     }
 }
 
-/// The CA's parameters; node certificates name it as their issuer, so they must be the
-/// same every time (the subject is fixed, the key identifier comes from the key).
-fn ca_params() -> CertificateParams {
+/// The parameters of the CA with `key`; node certificates name it as their issuer, so
+/// they are the same every time (the subject and the key identifier come from the key).
+fn ca_params(key: &KeyPair) -> CertificateParams {
     let mut p = CertificateParams::default();
+    // An uncompressed P-256 point: 0x04, then X; eight bytes of X tell CAs apart.
+    let id: String = key
+        .public_key_raw()
+        .iter()
+        .skip(1)
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name.push(DnType::CommonName, CA_NAME);
+    p.distinguished_name
+        .push(DnType::CommonName, format!("{CA_NAME} {id}"));
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     p
@@ -138,7 +148,7 @@ pub fn create_ca(dir: &Path, force: bool) -> Result<PathBuf, KeysError> {
     let (cert_path, key_path) = (dir.join(CA_CERT), dir.join(CA_KEY));
     none_exist(&[&cert_path, &key_path], force)?;
     let key = KeyPair::generate()?;
-    let mut params = ca_params();
+    let mut params = ca_params(&key);
     validity(&mut params, CA_DAYS);
     let cert = params.self_signed(&key)?;
     write_new(&key_path, key.serialize_pem().as_bytes(), 0o600, force)?;
@@ -157,7 +167,8 @@ pub fn create_node(dir: &Path, name: &str, days: u32, force: bool) -> Result<Pat
     let (cert_path, key_path) = node_files(dir, name);
     none_exist(&[&cert_path, &key_path], force)?;
     let ca_pem = std::fs::read_to_string(&ca_key).map_err(io(&ca_key))?;
-    let issuer = Issuer::new(ca_params(), KeyPair::from_pem(&ca_pem)?);
+    let ca = KeyPair::from_pem(&ca_pem)?;
+    let issuer = Issuer::new(ca_params(&ca), ca);
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(vec![name.to_string()])?;
     params.distinguished_name = rcgen::DistinguishedName::new();

@@ -319,13 +319,16 @@ struct Shared {
 pub struct TlsChannel {
     sock: Arc<TcpStream>,
     shared: Arc<Shared>,
-    /// Records read from the socket, this handle's (allocated on its first read).
+    /// Records read from the socket, this handle's (allocated on its first read), and
+    /// the part rustls has not taken yet.
     inbuf: Vec<u8>,
+    pending: std::ops::Range<usize>,
+    /// The socket reached its end.
+    eof: bool,
 }
 
-/// Bytes read from the socket at a time: at most one record's worth, so that what it
-/// decrypts to always fits rustls' plaintext buffer (16 KiB).
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 64 * 1024;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -355,6 +358,8 @@ impl TlsChannel {
                 peer,
             }),
             inbuf: Vec::new(),
+            pending: 0..0,
+            eof: false,
         })
     }
 
@@ -384,32 +389,54 @@ impl Read for TlsChannel {
             return Ok(0);
         }
         loop {
-            match lock(&self.shared.conn).reader().read(buf) {
-                // 0: the peer's close_notify (RFC 8446 §6.1); a TCP end without it
-                // is an UnexpectedEof error.
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-            // Nothing decrypted is waiting: block on the socket without the lock.
-            self.inbuf.resize(READ_CHUNK, 0);
-            let n = (&*self.sock).read(&mut self.inbuf)?;
             let mut conn = lock(&self.shared.conn);
-            let mut data = &self.inbuf[..n];
             loop {
-                conn.read_tls(&mut data)?;
-                if let Err(e) = conn.process_new_packets() {
+                match conn.reader().read(buf) {
+                    // 0: the peer's close_notify (RFC 8446 §6.1); a TCP end without
+                    // it is an UnexpectedEof error.
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+                // Nothing decrypted waits: feed rustls what the socket gave, a piece at
+                // a time (its plaintext buffer is bounded), until a record opens.
+                if self.pending.is_empty() {
+                    if !self.eof {
+                        break;
+                    }
+                    conn.read_tls(&mut &[][..])?;
+                } else {
+                    let mut data = &self.inbuf[self.pending.clone()];
+                    let n = conn.read_tls(&mut data)?;
+                    self.pending.start += n;
+                }
+                let processed = conn.process_new_packets();
+                if conn.wants_write() {
+                    // An alert, or the answer to a key update (RFC 8446 §4.6.3).
+                    let sent = self.send(conn);
+                    conn = lock(&self.shared.conn);
+                    if processed.is_ok() {
+                        sent?;
+                    }
+                }
+                if let Err(e) = processed {
                     // A record that fails authentication (RFC 8446 §5.2) ends the
                     // channel; the peer learns why from the alert, if it can.
-                    let _ = self.send(conn);
                     return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                 }
-                if data.is_empty() {
-                    break;
+                if self.eof && self.pending.is_empty() {
+                    if let Ok(n) = conn.reader().read(buf) {
+                        return Ok(n);
+                    }
+                    return Err(io::ErrorKind::UnexpectedEof.into());
                 }
             }
-            // A key update (RFC 8446 §4.6.3) may want an answer.
-            self.send(conn)?;
+            drop(conn);
+            // Block on the socket without the lock (a writer may need it meanwhile).
+            self.inbuf.resize(READ_CHUNK, 0);
+            let n = (&*self.sock).read(&mut self.inbuf)?;
+            self.pending = 0..n;
+            self.eof = n == 0;
         }
     }
 }
@@ -433,6 +460,8 @@ impl Channel for TlsChannel {
             sock: self.sock.clone(),
             shared: self.shared.clone(),
             inbuf: Vec::new(),
+            pending: 0..0,
+            eof: false,
         }))
     }
 
@@ -511,7 +540,8 @@ mod tests {
             n
         });
         let mut got = 0usize;
-        let mut buf = vec![0u8; 100_000];
+        // Small reads: records pile up in rustls while the reader drains slowly.
+        let mut buf = vec![0u8; 1000];
         let mut sent_acks = 0;
         loop {
             match c.read(&mut buf) {
