@@ -153,3 +153,43 @@ fn the_arbiter_process_decides_once_and_remembers_across_restarts() {
     );
     assert_eq!(c.test_and_set("vm1", 2, "primary").unwrap(), Outcome::Won);
 }
+
+#[test]
+fn ftvm_keys_makes_a_ca_and_node_credentials_and_refuses_to_overwrite_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("keys-cli").join("keys");
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().unwrap();
+    // A node needs the CA first: a one-line error, exit status 2, nothing written.
+    let out = ftvm(&["keys", "--dir", d, "--node", "a"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("there is no cluster CA"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!dir.join("a.key").exists());
+    let out = ftvm(&["keys", "--dir", d, "--ca", "--node", "a", "--node", "b"]);
+    assert!(out.status.success(), "{out:?}");
+    for f in ["ca.key", "a.key", "b.key"] {
+        let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    let before = std::fs::read(dir.join("a.pem")).unwrap();
+    for again in [&["--ca"][..], &["--node", "a"]] {
+        let mut args = vec!["keys", "--dir", d];
+        args.extend_from_slice(again);
+        let out = ftvm(&args);
+        assert_eq!(out.status.code(), Some(2), "{again:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("exists already (use --force"), "{err}");
+    }
+    assert_eq!(std::fs::read(dir.join("a.pem")).unwrap(), before);
+    let out = ftvm(&["keys", "--dir", d, "--node", "a", "--force"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_ne!(std::fs::read(dir.join("a.pem")).unwrap(), before);
+    // A name that cannot be a certificate's identity.
+    let out = ftvm(&["keys", "--dir", d, "--node", "no_good:name"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be a node name"));
+    // Neither --ca nor --node: a usage error.
+    assert!(!ftvm(&["keys", "--dir", d]).status.success());
+}

@@ -7,10 +7,11 @@
 //! - [`wire`]: the channel's messages; [`transfer`]: the pre-copy of a running guest;
 //! - [`primary`]: the live side, a [`crate::replica::Journal`] for the driver;
 //! - [`backup`]: receive, replay, go live;
-//! - [`status`]: what `ftvm status` shows; [`demo`]: `ftvm demo`.
+//! - [`status`]: what `ftvm status` shows; [`demo`]: `ftvm demo`; [`keys`]: `ftvm keys`.
 
 pub mod backup;
 pub mod demo;
+pub mod keys;
 pub mod primary;
 pub mod status;
 pub mod transfer;
@@ -25,6 +26,7 @@ use ftvm_arbiter::RemoteArbiter;
 use ftvm_machine::{ICount, Machine};
 use ftvm_replica::{Time, Timing, Verdict};
 use ftvm_world::disk::DiskMode;
+use ftvm_world::tls::Credentials;
 use ftvm_world::{Arbiter, ArbiterFailure, Decision};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -48,6 +50,19 @@ impl std::fmt::Display for Halted {
 
 impl std::error::Error for Halted {}
 
+/// How the logging channel is protected.
+#[derive(Clone)]
+pub enum Security {
+    /// TLS 1.3 with this node's credentials: both ends authenticated by the cluster
+    /// CA, every byte encrypted and authenticated.
+    Tls(Arc<Credentials>),
+    /// In clear after a one-time proof of the cluster secret (`--insecure-plaintext`).
+    Plaintext,
+}
+
+/// The logging channel's protocol name in TLS (ALPN, RFC 7301).
+pub const LOG_ALPN: &[u8] = b"ftvm-log/1";
+
 /// What every node knows about its pair.
 #[derive(Clone)]
 pub struct Node {
@@ -57,6 +72,8 @@ pub struct Node {
     pub name: String,
     /// The cluster secret.
     pub secret: Vec<u8>,
+    /// The logging channel's protection.
+    pub security: Security,
     /// The arbiter.
     pub arbiter: SocketAddr,
     /// Where this node accepts a backup (when it is the primary).
@@ -96,10 +113,23 @@ impl Node {
         if a.timeout_ms == 0 {
             bail!("--timeout-ms must be at least 1");
         }
+        let name = a.name.clone().unwrap_or_else(|| format!("node-{listen}"));
+        let security = match (&a.tls, a.insecure_plaintext) {
+            (Some(dir), _) => Security::Tls(Arc::new(
+                Credentials::load(dir, &name, LOG_ALPN).with_context(|| {
+                    format!("cannot use {name}'s credentials in '{}'", dir.display())
+                })?,
+            )),
+            (None, true) => Security::Plaintext,
+            (None, false) => bail!(
+                "the logging channel needs credentials: --tls DIR with this node's certificate (made by `ftvm keys`), or --insecure-plaintext to send it in clear"
+            ),
+        };
         Ok(Node {
             vm: a.vm.clone(),
-            name: a.name.clone().unwrap_or_else(|| format!("node-{listen}")),
+            name,
             secret,
+            security,
             arbiter: a.arbiter,
             listen,
             timeout: Duration::from_millis(a.timeout_ms),
