@@ -1036,3 +1036,46 @@ fn a_backup_whose_hello_names_another_node_than_its_certificate_is_refused() {
     }
     assert_eq!(c.state("P"), ("primary".into(), "unprotected".into()));
 }
+
+#[test]
+fn a_primary_whose_offer_names_another_node_than_its_certificate_is_refused() {
+    use ftvm::ft::wire::{self, Message, Offer};
+    use ftvm_world::tls::Credentials;
+    let _one = serial();
+    let mut c = Cluster::new("ft-tls-fake-primary");
+    // A "primary" with P's credentials that offers a guest in Q's name.
+    let creds = Credentials::load(&c.keys, "P", ftvm::ft::LOG_ALPN).unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let secret = c.secret.clone();
+    c.backup("B", free_port(), port, &secret);
+    let (tcp, _) = l.accept().unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut ch = creds.accept(tcp).unwrap();
+    assert_eq!(ch.peer(), "B");
+    match wire::recv(&mut ch, 4096).unwrap() {
+        Message::Hello(h) => assert_eq!(h.node, "B"),
+        _ => panic!("the backup did not say hello"),
+    }
+    let offer = Offer {
+        vm: "t".into(),
+        generation: 1,
+        primary: "Q".into(),
+        config: Vec::new(),
+        switch: format!("127.0.0.1:{}", c.sw),
+        disk: None,
+    };
+    wire::send(&mut ch, &Message::Offer(offer)).unwrap();
+    assert_eq!(
+        c.exit_code("B", Duration::from_secs(30)),
+        Some(2),
+        "{}",
+        c.logs()
+    );
+    assert!(
+        c.log("B")
+            .contains("calls itself Q but its certificate is P's"),
+        "{}",
+        c.log("B")
+    );
+}
