@@ -84,10 +84,14 @@ pub struct NodeArgs {
     /// `DIR/NAME.key` (NAME from --name, the identity the peer sees).
     #[arg(long, value_name = "DIR", env = "FTVM_TLS", requires = "name")]
     pub tls: Option<PathBuf>,
-    /// Run the logging channel in clear, authenticated only once at connect time by
-    /// the cluster secret: anyone on the path reads guest memory and can forge acks.
+    /// Run the logging channel and the arbiter protocol in clear, authenticated only
+    /// once at connect time by the cluster secret: anyone on the path reads guest
+    /// memory and can forge acks.
     #[arg(long, conflicts_with = "tls")]
     pub insecure_plaintext: bool,
+    /// With --tls: the arbiter's node name (its certificate's).
+    #[arg(long, value_name = "NAME", default_value = "arbiter")]
+    pub arbiter_name: String,
     /// Silence on the logging channel (no entries, no acks) after which the peer is
     /// presumed dead, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 300)]
@@ -236,9 +240,20 @@ pub struct ArbiterArgs {
     /// The file that makes decisions durable (fsynced before every answer).
     #[arg(long, value_name = "FILE")]
     pub state: PathBuf,
-    /// A file holding the cluster secret both ends must prove they know.
+    /// A file holding the cluster secret both ends must prove they know (with
+    /// --insecure-plaintext).
     #[arg(long, value_name = "FILE")]
     pub secret_file: PathBuf,
+    /// The cluster's credentials (`ftvm keys`): clients connect over TLS 1.3 with
+    /// their certificates, and each may win only as the node its certificate names.
+    #[arg(long, value_name = "DIR", env = "FTVM_TLS")]
+    pub tls: Option<PathBuf>,
+    /// With --tls: this arbiter's node name (DIR/NAME.pem, DIR/NAME.key).
+    #[arg(long, value_name = "NAME", default_value = "arbiter")]
+    pub name: String,
+    /// Authenticate clients by the cluster secret only, in clear.
+    #[arg(long, conflicts_with = "tls")]
+    pub insecure_plaintext: bool,
 }
 
 #[derive(Args)]

@@ -122,6 +122,11 @@ fn free_port() -> u16 {
 
 impl Cluster {
     fn new(name: &str) -> Cluster {
+        Cluster::with(name, false)
+    }
+
+    /// A cluster whose channels run in clear (`--insecure-plaintext`) if `plaintext`.
+    fn with(name: &str, plaintext: bool) -> Cluster {
         let dir = scratch(name);
         let run = dir.join("run");
         let _ = std::fs::remove_dir_all(&run);
@@ -132,14 +137,16 @@ impl Cluster {
         let keys = dir.join("keys");
         let _ = std::fs::remove_dir_all(&keys);
         let k = keys.to_str().unwrap();
-        let made = ftvm(&["keys", "--dir", k, "--ca", "--node", "P", "--node", "B"]);
+        let made = ftvm(&[
+            "keys", "--dir", k, "--ca", "--node", "P", "--node", "B", "--node", "arbiter",
+        ]);
         assert!(made.status.success(), "{made:?}");
         let mut c = Cluster {
             dir,
             run,
             secret,
             keys,
-            plaintext: false,
+            plaintext,
             sw: free_port(),
             arb: free_port(),
             fwd: free_port(),
@@ -156,18 +163,21 @@ impl Cluster {
             self.dir.join("arbiter.state").display().to_string(),
             self.secret.display().to_string(),
         );
-        self.spawn(
+        let keys = self.keys.display().to_string();
+        let mut args = vec![
             "arbiter",
-            &[
-                "arbiter",
-                "--listen",
-                &arb,
-                "--state",
-                &state,
-                "--secret-file",
-                &secret,
-            ],
-        );
+            "--listen",
+            &arb,
+            "--state",
+            &state,
+            "--secret-file",
+            &secret,
+        ];
+        match self.plaintext {
+            true => args.push("--insecure-plaintext"),
+            false => args.extend(["--tls", &keys]),
+        }
+        self.spawn("arbiter", &args);
         wait_listening(self.arb);
     }
 
@@ -441,9 +451,8 @@ fn wait_listening(port: u16) {
 #[test]
 fn a_backup_with_the_wrong_cluster_secret_is_refused() {
     let _one = serial();
-    let mut c = Cluster::new("ft-secret");
-    // Only a channel in clear rests on the cluster secret.
-    c.plaintext = true;
+    // Only channels in clear rest on the cluster secret.
+    let mut c = Cluster::with("ft-secret", true);
     let p = free_port();
     c.primary("P", p);
     c.wait_counter();
@@ -875,8 +884,7 @@ fn a_restarted_primary_halts_instead_of_booting_a_second_copy() {
 
 /// A pair whose logging channel goes through a [`Proxy`]: (cluster, proxy).
 fn pair_through_proxy(name: &str, plaintext: bool) -> (Cluster, Proxy) {
-    let mut c = Cluster::new(name);
-    c.plaintext = plaintext;
+    let mut c = Cluster::with(name, plaintext);
     let p = free_port();
     c.primary("P", p);
     c.wait_counter();

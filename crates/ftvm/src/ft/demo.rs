@@ -115,10 +115,10 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
         key.iter().map(|b| format!("{b:02x}")).collect::<String>(),
     )?;
     let _ = std::fs::remove_file(dir.join("arbiter.state"));
-    // The logging channels run over TLS: a CA of the demo's own and a certificate for
-    // each node slot, made afresh.
+    // The logging channels and the arbiter run over TLS: a CA of the demo's own and a
+    // certificate for each node slot and the arbiter, made afresh.
     let keys = dir.join("keys");
-    super::keys::fresh_cluster(&keys, &SLOTS)
+    super::keys::fresh_cluster(&keys, &[SLOTS[0], SLOTS[1], SLOTS[2], "arbiter"])
         .with_context(|| format!("cannot make the demo's credentials in {}", keys.display()))?;
 
     let port = |i: u16| -> Result<u16> {
@@ -180,6 +180,8 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
             dir.join("arbiter.state").display().to_string(),
             "--secret-file".into(),
             secret.display().to_string(),
+            "--tls".into(),
+            keys.display().to_string(),
         ],
         t0,
     )?);

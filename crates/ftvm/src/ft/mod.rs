@@ -74,6 +74,8 @@ pub struct Node {
     pub secret: Vec<u8>,
     /// The logging channel's protection.
     pub security: Security,
+    /// Over TLS: this node's credentials for the arbiter, and the arbiter's name.
+    pub arbiter_tls: Option<(Arc<Credentials>, String)>,
     /// The arbiter.
     pub arbiter: SocketAddr,
     /// Where this node accepts a backup (when it is the primary).
@@ -114,6 +116,17 @@ impl Node {
             bail!("--timeout-ms must be at least 1");
         }
         let name = a.name.clone().unwrap_or_else(|| format!("node-{listen}"));
+        let arbiter_tls = match &a.tls {
+            Some(dir) => Some((
+                Arc::new(
+                    Credentials::load(dir, &name, ftvm_arbiter::ARBITER_ALPN).with_context(
+                        || format!("cannot use {name}'s credentials in '{}'", dir.display()),
+                    )?,
+                ),
+                a.arbiter_name.clone(),
+            )),
+            None => None,
+        };
         let security = match (&a.tls, a.insecure_plaintext) {
             (Some(dir), _) => Security::Tls(Arc::new(
                 Credentials::load(dir, &name, LOG_ALPN).with_context(|| {
@@ -130,6 +143,7 @@ impl Node {
             name,
             secret,
             security,
+            arbiter_tls,
             arbiter: a.arbiter,
             listen,
             timeout: Duration::from_millis(a.timeout_ms),
@@ -144,7 +158,7 @@ impl Node {
     /// this VM and past `ours`.
     pub fn next_generation(&self, ours: u64) -> Result<u64> {
         // The arbiter's error already names its cause; no chain to repeat it.
-        let arbiter = RemoteArbiter::new(self.arbiter, &self.secret, Duration::from_secs(2));
+        let arbiter = self.remote_arbiter(Duration::from_secs(2));
         let decided = arbiter
             .current(&self.vm)
             .map_err(|e| anyhow::anyhow!("cannot reach the arbiter at {}: {e}", self.arbiter))?
@@ -156,7 +170,15 @@ impl Node {
     /// timeout of at least half a second.
     pub fn arbiter(&self) -> Arc<dyn Arbiter> {
         let timeout = self.timeout.max(Duration::from_millis(500));
-        Arc::new(RemoteArbiter::new(self.arbiter, &self.secret, timeout))
+        Arc::new(self.remote_arbiter(timeout))
+    }
+
+    /// The arbiter over TLS with this node's certificate, or with the cluster secret.
+    fn remote_arbiter(&self, timeout: Duration) -> RemoteArbiter {
+        match &self.arbiter_tls {
+            Some((creds, name)) => RemoteArbiter::tls(self.arbiter, creds.clone(), name, timeout),
+            None => RemoteArbiter::new(self.arbiter, &self.secret, timeout),
+        }
     }
 }
 
