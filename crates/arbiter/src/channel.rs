@@ -1,4 +1,6 @@
-//! Mutual authentication with the cluster secret, then MAC'd length-prefixed frames.
+//! Mutual authentication with the cluster secret, then MAC'd length-prefixed frames;
+//! or TLS 1.3 with the nodes' certificates (`ftvm_world::tls`), then plain
+//! length-prefixed frames inside it.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -11,6 +13,7 @@ use sha2::Sha256;
 
 use crate::error::{ArbiterError, AuthFailure};
 use crate::proto::{MAX_MESSAGE_LEN, PROTOCOL_VERSION};
+use ftvm_world::tls::{Credentials, TlsChannel};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -67,15 +70,21 @@ fn greeting() -> [u8; 8] {
     g
 }
 
-/// An authenticated connection: every frame is `len: u32 LE | payload | tag`, where
+/// The arbiter protocol's name in TLS (ALPN, RFC 7301).
+pub const ARBITER_ALPN: &[u8] = b"ftvm-arbiter/1";
+
+/// An authenticated connection. With the cluster secret every frame is
+/// `len: u32 LE | payload | tag`, where
 /// `tag = HMAC(session key, sender label || seq: u64 LE || len || payload)` and `seq`
 /// counts frames per direction, so tampered, replayed or reordered frames are refused.
+/// Over TLS a frame is `len: u32 LE | payload` (TLS does the rest, RFC 8446 §5.2).
 pub(crate) struct Channel {
     stream: TcpStream,
     role: Role,
     key: [u8; LEN],
     sent: u64,
     received: u64,
+    tls: Option<TlsChannel>,
 }
 
 impl Channel {
@@ -90,7 +99,45 @@ impl Channel {
             key,
             sent: 0,
             received: 0,
+            tls: None,
         }
+    }
+
+    fn over_tls(stream: TcpStream, role: Role, tls: TlsChannel) -> Channel {
+        Channel {
+            stream,
+            role,
+            key: [0; LEN],
+            sent: 0,
+            received: 0,
+            tls: Some(tls),
+        }
+    }
+
+    /// The client's side over TLS: the server must be the node `arbiter`.
+    pub(crate) fn tls_client(
+        stream: TcpStream,
+        creds: &Credentials,
+        arbiter: &str,
+    ) -> Result<Channel, ArbiterError> {
+        let tls = creds.connect(stream.try_clone()?).map_err(tls_failure)?;
+        if tls.peer() != arbiter {
+            return Err(ArbiterError::WrongPeer {
+                expected: arbiter.to_string(),
+                got: tls.peer().to_string(),
+            });
+        }
+        Ok(Channel::over_tls(stream, Role::Client, tls))
+    }
+
+    /// The server's side over TLS; returns the client's identity too.
+    pub(crate) fn tls_server(
+        stream: TcpStream,
+        creds: &Credentials,
+    ) -> Result<(Channel, String), ArbiterError> {
+        let tls = creds.accept(stream.try_clone()?).map_err(tls_failure)?;
+        let peer = tls.peer().to_string();
+        Ok((Channel::over_tls(stream, Role::Server, tls), peer))
     }
 
     /// The client's half of the handshake (see [`client_handshake`]).
@@ -125,6 +172,10 @@ impl Channel {
             return Err(ArbiterError::TooLarge(len));
         }
         let len = len.to_le_bytes();
+        if let Some(tls) = &mut self.tls {
+            tls.write_all(&[&len[..], &payload].concat())?;
+            return Ok(());
+        }
         let tag = self
             .tag(self.role, self.sent, len, &payload)
             .finalize()
@@ -138,10 +189,18 @@ impl Channel {
     /// Receives one frame and decodes its message.
     pub(crate) fn recv<T: DeserializeOwned>(&mut self) -> Result<T, ArbiterError> {
         let mut len = [0; 4];
-        self.stream.read_exact(&mut len)?;
+        match &mut self.tls {
+            Some(tls) => tls.read_exact(&mut len)?,
+            None => self.stream.read_exact(&mut len)?,
+        }
         let n = u32::from_le_bytes(len);
         if n > MAX_MESSAGE_LEN {
             return Err(ArbiterError::TooLarge(n));
+        }
+        if let Some(tls) = &mut self.tls {
+            let mut payload = vec![0; n as usize];
+            tls.read_exact(&mut payload)?;
+            return postcard::from_bytes(&payload).map_err(ArbiterError::Decode);
         }
         let mut rest = vec![0; n as usize + LEN];
         self.stream.read_exact(&mut rest)?;
@@ -152,6 +211,15 @@ impl Channel {
         .map_err(|_| ArbiterError::BadMac)?;
         self.received += 1;
         postcard::from_bytes(payload).map_err(ArbiterError::Decode)
+    }
+}
+
+/// A failed TLS handshake: refused credentials are final, the rest is the network's.
+fn tls_failure(e: ftvm_world::tls::TlsError) -> ArbiterError {
+    match e {
+        e if e.refused() => ArbiterError::TlsRefused(e.to_string()),
+        ftvm_world::tls::TlsError::Handshake(io) => ArbiterError::from(io),
+        e => ArbiterError::TlsRefused(e.to_string()),
     }
 }
 

@@ -3,7 +3,9 @@
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use ftvm_world::tls::Credentials;
 use ftvm_world::{ArbiterFailure, Decision};
+use std::sync::Arc;
 
 use crate::channel::Channel;
 use crate::error::ArbiterError;
@@ -50,6 +52,30 @@ impl ArbiterClient {
         Err(last.map_or(ArbiterError::Closed, ArbiterError::from))
     }
 
+    /// [`ArbiterClient::connect`] over TLS 1.3 with this node's `creds` (for
+    /// [`crate::ARBITER_ALPN`]); the server must be the node named `arbiter`.
+    pub fn connect_tls(
+        addr: impl ToSocketAddrs,
+        creds: &Credentials,
+        arbiter: &str,
+        timeout: Duration,
+    ) -> Result<ArbiterClient, ArbiterError> {
+        let mut last = None;
+        for a in addr.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&a, timeout) {
+                Ok(stream) => {
+                    stream.set_nodelay(true)?;
+                    stream.set_read_timeout(Some(timeout))?;
+                    stream.set_write_timeout(Some(timeout))?;
+                    let chan = Channel::tls_client(stream, creds, arbiter)?;
+                    return Ok(ArbiterClient { chan: Some(chan) });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.map_or(ArbiterError::Closed, ArbiterError::from))
+    }
+
     fn call(&mut self, req: &Request) -> Result<Reply, ArbiterError> {
         let chan = self.chan.as_mut().ok_or(ArbiterError::Broken)?;
         let reply = chan.send(req).and_then(|()| chan.recv());
@@ -58,6 +84,7 @@ impl ArbiterClient {
         }
         match reply? {
             Reply::Refused(why) => Err(ArbiterError::Refused(why)),
+            Reply::NotYours(why) => Err(ArbiterError::NotYours(why)),
             r => Ok(r),
         }
     }
@@ -108,8 +135,16 @@ impl ArbiterClient {
 #[derive(Debug, Clone)]
 pub struct RemoteArbiter {
     addr: SocketAddr,
-    secret: Vec<u8>,
+    auth: Auth,
     timeout: Duration,
+}
+
+/// How a node proves itself to the arbiter.
+#[derive(Debug, Clone)]
+enum Auth {
+    Secret(Vec<u8>),
+    /// This node's credentials and the arbiter's node name.
+    Tls(Arc<Credentials>, String),
 }
 
 impl RemoteArbiter {
@@ -117,13 +152,31 @@ impl RemoteArbiter {
     pub fn new(addr: SocketAddr, secret: &[u8], timeout: Duration) -> RemoteArbiter {
         RemoteArbiter {
             addr,
-            secret: secret.to_vec(),
+            auth: Auth::Secret(secret.to_vec()),
+            timeout,
+        }
+    }
+
+    /// The arbiter at `addr` over TLS: the node `arbiter`, with this node's `creds`.
+    pub fn tls(
+        addr: SocketAddr,
+        creds: Arc<Credentials>,
+        arbiter: &str,
+        timeout: Duration,
+    ) -> RemoteArbiter {
+        RemoteArbiter {
+            addr,
+            auth: Auth::Tls(creds, arbiter.to_string()),
             timeout,
         }
     }
 
     fn connect(&self) -> Result<ArbiterClient, ArbiterFailure> {
-        ArbiterClient::connect(self.addr, &self.secret, self.timeout).map_err(failure)
+        match &self.auth {
+            Auth::Secret(s) => ArbiterClient::connect(self.addr, s, self.timeout),
+            Auth::Tls(c, name) => ArbiterClient::connect_tls(self.addr, c, name, self.timeout),
+        }
+        .map_err(failure)
     }
 }
 
@@ -131,6 +184,9 @@ impl RemoteArbiter {
 fn failure(e: ArbiterError) -> ArbiterFailure {
     match e {
         ArbiterError::Unauthenticated(why) => ArbiterFailure::Unauthenticated(why.to_string()),
+        e @ (ArbiterError::TlsRefused(_)
+        | ArbiterError::WrongPeer { .. }
+        | ArbiterError::NotYours(_)) => ArbiterFailure::Unauthenticated(e.to_string()),
         e => ArbiterFailure::Unreachable(e.to_string()),
     }
 }

@@ -71,6 +71,20 @@ pub enum ArbiterError {
     /// The arbiter refused the request.
     #[error("the arbiter refused the request: {0}")]
     Refused(String),
+    /// One side did not accept the other's TLS credentials.
+    #[error("TLS: {0}")]
+    TlsRefused(String),
+    /// The server's certificate is another node's than the arbiter's.
+    #[error("the arbiter's address is served by {got}, not by {expected}")]
+    WrongPeer {
+        /// The arbiter's node name.
+        expected: String,
+        /// The name in the server's certificate.
+        got: String,
+    },
+    /// The request claimed for a node that the client's certificate is not.
+    #[error("the arbiter refused a claim: {0}")]
+    NotYours(String),
 }
 
 impl From<io::Error> for ArbiterError {

@@ -33,6 +33,14 @@
 //! Steps 1–3 are [`client_handshake`] and [`server_handshake`], which ftvm's logging
 //! channel reuses with a greeting of its own.
 //!
+//! # Over TLS ([`Arbiter::with_tls`], [`ArbiterClient::connect_tls`])
+//!
+//! Instead of steps 1–3, a TLS 1.3 handshake (RFC 8446) with both sides' certificates
+//! from the cluster CA and ALPN [`ARBITER_ALPN`]; then frames `len: u32 LE | payload`.
+//! The client checks that the server's certificate is the arbiter's node name; the
+//! arbiter lets a client win only as the node its certificate names (or an
+//! incarnation of it, `NAME#…`) and answers anything else with [`Reply::NotYours`].
+//!
 //! Every socket operation has a timeout; the server runs one thread per connection, up
 //! to [`ServerConfig::max_connections`].
 #![deny(missing_docs)]
@@ -45,7 +53,7 @@ mod proto;
 mod server;
 mod state;
 
-pub use channel::{client_handshake, server_handshake};
+pub use channel::{client_handshake, server_handshake, ARBITER_ALPN};
 pub use client::{ArbiterClient, RemoteArbiter, DEFAULT_TIMEOUT};
 pub use error::{ArbiterError, AuthFailure};
 pub use proto::{Reply, Request, MAX_MESSAGE_LEN, MAX_NAME_LEN, PROTOCOL_VERSION};

@@ -49,4 +49,6 @@ pub enum Reply {
     Current(Option<u64>),
     /// The request was not served (invalid name, or the state could not be persisted).
     Refused(String),
+    /// Over TLS: a test-and-set for another node than the client's certificate names.
+    NotYours(String),
 }

@@ -12,6 +12,7 @@ use crate::channel::Channel;
 use crate::error::ArbiterError;
 use crate::proto::{Reply, Request, MAX_NAME_LEN};
 use crate::state::{Ledger, Outcome, StateFile, Winner};
+use ftvm_world::tls::Credentials;
 
 /// Limits of the TCP server.
 #[derive(Debug, Clone)]
@@ -41,6 +42,17 @@ pub struct Arbiter {
     file: StateFile,
     secret: Vec<u8>,
     config: ServerConfig,
+    /// Over TLS: the arbiter's credentials; a client then claims only for the node its
+    /// certificate names.
+    tls: Option<Arc<Credentials>>,
+}
+
+/// Whether the claimant `node` is the node `identity` (or an incarnation of it).
+fn claims_as(node: &str, identity: &str) -> bool {
+    node == identity
+        || node
+            .strip_prefix(identity)
+            .is_some_and(|rest| rest.starts_with('#'))
 }
 
 pub(crate) fn check_name(what: &'static str, name: &str) -> Result<(), ArbiterError> {
@@ -75,6 +87,7 @@ impl Arbiter {
             file,
             secret: secret.to_vec(),
             config,
+            tls: None,
         })
     }
 
@@ -131,8 +144,24 @@ impl Arbiter {
         self.ledger().current(vm)
     }
 
-    fn handle(&self, req: Request) -> Reply {
+    /// Serve clients over TLS 1.3 with `creds` (for [`crate::ARBITER_ALPN`]) instead of
+    /// the cluster secret: identities come from certificates.
+    pub fn with_tls(mut self, creds: Arc<Credentials>) -> Arbiter {
+        self.tls = Some(creds);
+        self
+    }
+
+    /// `identity` (the client's certificate's node, over TLS) may claim for itself or
+    /// one of its incarnations (`NAME#…`), never for another node.
+    fn handle(&self, req: Request, identity: Option<&str>) -> Reply {
         let result = match req {
+            Request::TestAndSet { node, .. }
+                if identity.is_some_and(|id| !claims_as(&node, id)) =>
+            {
+                let why = format!("{} asked to win as {node}", identity.unwrap_or_default());
+                tracing::warn!("arbiter: refused a claim: {why}");
+                return Reply::NotYours(why);
+            }
             Request::TestAndSet {
                 vm,
                 generation,
@@ -239,6 +268,9 @@ impl Shared {
                 ArbiterError::Unauthenticated(why) => {
                     tracing::warn!(?peer, %why, "arbiter: refused unauthenticated client")
                 }
+                ArbiterError::TlsRefused(why) => {
+                    tracing::warn!(?peer, %why, "arbiter: refused a client's credentials")
+                }
                 e if self.stopping.load(Ordering::SeqCst) => {
                     tracing::debug!(?peer, error = %e, "arbiter: connection closed on stop")
                 }
@@ -252,11 +284,17 @@ impl Shared {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(config.io_timeout))?;
         stream.set_write_timeout(Some(config.io_timeout))?;
-        let mut chan = Channel::server(stream, &self.arbiter.secret)?;
+        let (mut chan, identity) = match &self.arbiter.tls {
+            Some(creds) => {
+                let (chan, id) = Channel::tls_server(stream, creds)?;
+                (chan, Some(id))
+            }
+            None => (Channel::server(stream, &self.arbiter.secret)?, None),
+        };
         chan.stream().set_read_timeout(Some(config.idle_timeout))?;
         while !self.stopping.load(Ordering::SeqCst) {
             let req: Request = chan.recv()?;
-            chan.send(&self.arbiter.handle(req))?;
+            chan.send(&self.arbiter.handle(req, identity.as_deref()))?;
         }
         Ok(())
     }

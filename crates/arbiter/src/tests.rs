@@ -220,3 +220,65 @@ fn connections_beyond_the_cap_are_closed() {
     );
     assert_eq!(b.current("vm").unwrap(), Some(1));
 }
+
+/// Over TLS: a cluster CA in `dir` with an arbiter and `nodes`.
+fn tls_cluster(dir: &std::path::Path, nodes: &[&str]) -> Arc<ftvm_world::tls::Credentials> {
+    use ftvm_world::keys;
+    keys::create_ca(dir, true).unwrap();
+    for n in nodes.iter().chain(&["arbiter"]) {
+        keys::create_node(dir, n, 30, true).unwrap();
+    }
+    Arc::new(ftvm_world::tls::Credentials::load(dir, "arbiter", crate::ARBITER_ALPN).unwrap())
+}
+
+fn tls_client(
+    dir: &std::path::Path,
+    h: &ArbiterHandle,
+    name: &str,
+    arbiter: &str,
+) -> Result<ArbiterClient, ArbiterError> {
+    let creds = ftvm_world::tls::Credentials::load(dir, name, crate::ARBITER_ALPN).unwrap();
+    ArbiterClient::connect_tls(h.local_addr(), &creds, arbiter, TIMEOUT)
+}
+
+#[test]
+fn over_tls_a_node_wins_only_as_the_node_its_certificate_names() {
+    let d = temp_dir("tls");
+    let keys = d.join("keys");
+    let creds = tls_cluster(&keys, &["a", "b"]);
+    let arbiter = Arbiter::open(d.join("state"), SECRET)
+        .unwrap()
+        .with_tls(creds);
+    let h = arbiter
+        .serve(TcpListener::bind("127.0.0.1:0").unwrap())
+        .unwrap();
+    let mut b = tls_client(&keys, &h, "b", "arbiter").unwrap();
+    // b cannot win as a, not even as an incarnation of a.
+    for claim in ["a", "a#123"] {
+        assert!(
+            matches!(
+                b.test_and_set("vm", 1, claim),
+                Err(ArbiterError::NotYours(_))
+            ),
+            "{claim}"
+        );
+    }
+    let mut a = tls_client(&keys, &h, "a", "arbiter").unwrap();
+    assert_eq!(a.test_and_set("vm", 0, "a#123").unwrap(), Outcome::Won);
+    assert_eq!(a.test_and_set("vm", 1, "a").unwrap(), Outcome::Won);
+    assert_eq!(b.test_and_set("vm", 1, "b").unwrap(), lost("a"));
+    // A client that expects another node at the arbiter's address refuses this one.
+    assert!(matches!(
+        tls_client(&keys, &h, "a", "b"),
+        Err(ArbiterError::WrongPeer { .. })
+    ));
+    // A node of another cluster is refused; so is a client holding only the secret.
+    let other = d.join("other");
+    tls_cluster(&other, &["a"]);
+    assert!(matches!(
+        tls_client(&other, &h, "a", "arbiter"),
+        Err(ArbiterError::TlsRefused(_))
+    ));
+    assert!(ArbiterClient::connect(h.local_addr(), SECRET, TIMEOUT).is_err());
+    h.stop();
+}

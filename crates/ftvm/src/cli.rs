@@ -37,6 +37,9 @@ pub enum Command {
     /// The whole system on this machine: switch, arbiter, primary, backup and a spare;
     /// a client increments the guest's counter while the primary is killed (SIGKILL).
     Demo(DemoArgs),
+    /// Make the cluster's credentials: a CA (`--ca`) and, signed by it, each node's key
+    /// and certificate (`--node NAME`), for the TLS channels between nodes (`--tls`).
+    Keys(KeysArgs),
     /// Simulate a whole cluster (switch, arbiter, nodes, disk, clients) around the real
     /// FT core, seed by seed, injecting faults and checking what clients observe.
     Sim(SimArgs),
@@ -72,9 +75,23 @@ pub struct NodeArgs {
     /// The arbiter.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7701")]
     pub arbiter: std::net::SocketAddr,
-    /// A file holding the cluster secret (the logging channel and the arbiter).
+    /// A file holding the cluster secret (the arbiter; the logging channel with
+    /// --insecure-plaintext).
     #[arg(long, value_name = "FILE")]
     pub secret_file: PathBuf,
+    /// The cluster's credentials (`ftvm keys`): the logging channel runs over TLS 1.3,
+    /// authenticated both ways by `DIR/ca.pem`, with this node's `DIR/NAME.pem` and
+    /// `DIR/NAME.key` (NAME from --name, the identity the peer sees).
+    #[arg(long, value_name = "DIR", env = "FTVM_TLS", requires = "name")]
+    pub tls: Option<PathBuf>,
+    /// Run the logging channel and the arbiter protocol in clear, authenticated only
+    /// once at connect time by the cluster secret: anyone on the path reads guest
+    /// memory and can forge acks.
+    #[arg(long, conflicts_with = "tls")]
+    pub insecure_plaintext: bool,
+    /// With --tls: the arbiter's node name (its certificate's).
+    #[arg(long, value_name = "NAME", default_value = "arbiter")]
+    pub arbiter_name: String,
     /// Silence on the logging channel (no entries, no acks) after which the peer is
     /// presumed dead, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 300)]
@@ -184,6 +201,27 @@ pub struct DemoArgs {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["ca", "node"])))]
+pub struct KeysArgs {
+    /// Where the credentials live (created if needed).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Create the cluster CA: DIR/ca.pem and DIR/ca.key.
+    #[arg(long)]
+    pub ca: bool,
+    /// Create NAME's key and certificate, DIR/NAME.key and DIR/NAME.pem, signed by the
+    /// CA in DIR (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub node: Vec<String>,
+    /// Node certificates are valid for this many days.
+    #[arg(long, value_name = "DAYS", default_value_t = 365)]
+    pub days: u32,
+    /// Replace files that exist already.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args)]
 pub struct SwitchArgs {
     /// Where VM processes connect.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7700")]
@@ -202,9 +240,20 @@ pub struct ArbiterArgs {
     /// The file that makes decisions durable (fsynced before every answer).
     #[arg(long, value_name = "FILE")]
     pub state: PathBuf,
-    /// A file holding the cluster secret both ends must prove they know.
+    /// A file holding the cluster secret both ends must prove they know (with
+    /// --insecure-plaintext).
     #[arg(long, value_name = "FILE")]
     pub secret_file: PathBuf,
+    /// The cluster's credentials (`ftvm keys`): clients connect over TLS 1.3 with
+    /// their certificates, and each may win only as the node its certificate names.
+    #[arg(long, value_name = "DIR", env = "FTVM_TLS")]
+    pub tls: Option<PathBuf>,
+    /// With --tls: this arbiter's node name (DIR/NAME.pem, DIR/NAME.key).
+    #[arg(long, value_name = "NAME", default_value = "arbiter")]
+    pub name: String,
+    /// Authenticate clients by the cluster secret only, in clear.
+    #[arg(long, conflicts_with = "tls")]
+    pub insecure_plaintext: bool,
 }
 
 #[derive(Args)]

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         cli::Command::Backup(args) => ft::backup::backup(&args),
         cli::Command::Status(args) => ft::status::status(&args),
         cli::Command::Demo(args) => ft::demo::demo(&args),
+        cli::Command::Keys(args) => ft::keys::keys(&args),
         cli::Command::Sim(args) => sim::sim(&args),
     };
     match result {

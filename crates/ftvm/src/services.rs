@@ -54,6 +54,17 @@ pub fn arbiter(args: &ArbiterArgs) -> Result<ExitCode> {
         );
     }
     let arb = ftvm_arbiter::Arbiter::open(&args.state, secret)?;
+    let arb = match (&args.tls, args.insecure_plaintext) {
+        (Some(dir), _) => {
+            let creds = ftvm_world::tls::Credentials::load(dir, &args.name, ftvm_arbiter::ARBITER_ALPN)
+                .with_context(|| format!("cannot use {}'s credentials in '{}'", args.name, dir.display()))?;
+            arb.with_tls(std::sync::Arc::new(creds))
+        }
+        (None, true) => arb,
+        (None, false) => bail!(
+            "the arbiter needs credentials: --tls DIR with its certificate (made by `ftvm keys`), or --insecure-plaintext to serve in clear"
+        ),
+    };
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let handle = arb.serve(listener)?;

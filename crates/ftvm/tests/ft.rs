@@ -97,11 +97,15 @@ fn killing_the_backup_leaves_the_primary_live_after_it_wins_the_arbiter() {
     assert_eq!(summary_value(&out, "increments lost"), "0");
 }
 
-/// A set of processes for the hand-built scenarios below.
+/// A set of processes for the hand-built scenarios below. The logging channels run
+/// over TLS with the cluster's credentials in `keys` (`ftvm keys`), unless
+/// `plaintext`.
 struct Cluster {
     dir: PathBuf,
     run: PathBuf,
     secret: PathBuf,
+    keys: PathBuf,
+    plaintext: bool,
     sw: u16,
     arb: u16,
     fwd: u16,
@@ -118,6 +122,11 @@ fn free_port() -> u16 {
 
 impl Cluster {
     fn new(name: &str) -> Cluster {
+        Cluster::with(name, false)
+    }
+
+    /// A cluster whose channels run in clear (`--insecure-plaintext`) if `plaintext`.
+    fn with(name: &str, plaintext: bool) -> Cluster {
         let dir = scratch(name);
         let run = dir.join("run");
         let _ = std::fs::remove_dir_all(&run);
@@ -125,10 +134,19 @@ impl Cluster {
         let secret = dir.join("secret");
         std::fs::write(&secret, "right secret").unwrap();
         let _ = std::fs::remove_file(dir.join("arbiter.state"));
+        let keys = dir.join("keys");
+        let _ = std::fs::remove_dir_all(&keys);
+        let k = keys.to_str().unwrap();
+        let made = ftvm(&[
+            "keys", "--dir", k, "--ca", "--node", "P", "--node", "B", "--node", "arbiter",
+        ]);
+        assert!(made.status.success(), "{made:?}");
         let mut c = Cluster {
             dir,
             run,
             secret,
+            keys,
+            plaintext,
             sw: free_port(),
             arb: free_port(),
             fwd: free_port(),
@@ -145,18 +163,21 @@ impl Cluster {
             self.dir.join("arbiter.state").display().to_string(),
             self.secret.display().to_string(),
         );
-        self.spawn(
+        let keys = self.keys.display().to_string();
+        let mut args = vec![
             "arbiter",
-            &[
-                "arbiter",
-                "--listen",
-                &arb,
-                "--state",
-                &state,
-                "--secret-file",
-                &secret,
-            ],
-        );
+            "--listen",
+            &arb,
+            "--state",
+            &state,
+            "--secret-file",
+            &secret,
+        ];
+        match self.plaintext {
+            true => args.push("--insecure-plaintext"),
+            false => args.extend(["--tls", &keys]),
+        }
+        self.spawn("arbiter", &args);
         wait_listening(self.arb);
     }
 
@@ -173,6 +194,10 @@ impl Cluster {
     }
 
     fn node_args(&self, name: &str, listen: u16, secret: &Path) -> Vec<String> {
+        let channel = match self.plaintext {
+            true => vec!["--insecure-plaintext"],
+            false => vec!["--tls", self.keys.to_str().unwrap()],
+        };
         [
             "--vm",
             "t",
@@ -188,6 +213,7 @@ impl Cluster {
             self.run.to_str().unwrap(),
         ]
         .iter()
+        .chain(&channel)
         .map(|s| s.to_string())
         .collect()
     }
@@ -425,7 +451,8 @@ fn wait_listening(port: u16) {
 #[test]
 fn a_backup_with_the_wrong_cluster_secret_is_refused() {
     let _one = serial();
-    let mut c = Cluster::new("ft-secret");
+    // Only channels in clear rest on the cluster secret.
+    let mut c = Cluster::with("ft-secret", true);
     let p = free_port();
     c.primary("P", p);
     c.wait_counter();
@@ -481,11 +508,15 @@ fn without_the_arbiter_nobody_goes_live_until_it_returns() {
     assert_eq!(c.counter("inc").unwrap(), before + 1);
 }
 
-/// A TCP proxy for the logging channel that can cut it (both directions go silent,
-/// the sockets stay open: a partition, not a crash).
+/// A TCP proxy for the logging channel, a man in the middle: it can cut it (both
+/// directions go silent, the sockets stay open: a partition, not a crash), keeps what
+/// the primary sent (`captured`), and flips one bit of the primary's next bytes once
+/// `flip` is set.
 struct Proxy {
     port: u16,
     cut: Arc<AtomicBool>,
+    flip: Arc<AtomicBool>,
+    captured: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Proxy {
@@ -493,17 +524,21 @@ impl Proxy {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
-        let c = cut.clone();
+        let flip = Arc::new(AtomicBool::new(false));
+        let captured = Arc::new(Mutex::new(Vec::new()));
+        let (c, f, cap) = (cut.clone(), flip.clone(), captured.clone());
         std::thread::spawn(move || {
             for s in l.incoming().take(16) {
                 let Ok(a) = s else { continue };
                 let Ok(b) = TcpStream::connect(("127.0.0.1", to)) else {
                     continue;
                 };
-                for (mut from, mut into) in
-                    [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)]
-                {
-                    let c = c.clone();
+                // (from, into, from the primary?)
+                for (mut from, mut into, down) in [
+                    (a.try_clone().unwrap(), b.try_clone().unwrap(), false),
+                    (b, a, true),
+                ] {
+                    let (c, f, cap) = (c.clone(), f.clone(), cap.clone());
                     std::thread::spawn(move || {
                         let mut buf = vec![0u8; 1 << 16];
                         loop {
@@ -514,6 +549,12 @@ impl Proxy {
                             while c.load(Ordering::Relaxed) {
                                 std::thread::sleep(Duration::from_millis(50));
                             }
+                            if down {
+                                cap.lock().unwrap().extend_from_slice(&buf[..n]);
+                                if f.swap(false, Ordering::SeqCst) {
+                                    buf[n / 2] ^= 0x10;
+                                }
+                            }
                             if into.write_all(&buf[..n]).is_err() {
                                 return;
                             }
@@ -522,7 +563,18 @@ impl Proxy {
                 }
             }
         });
-        Proxy { port, cut }
+        Proxy {
+            port,
+            cut,
+            flip,
+            captured,
+        }
+    }
+
+    /// Whether the primary's bytes so far contain `needle`.
+    fn saw(&self, needle: &[u8]) -> bool {
+        let cap = self.captured.lock().unwrap();
+        cap.windows(needle.len()).any(|w| w == needle)
     }
 }
 
@@ -828,4 +880,210 @@ fn a_restarted_primary_halts_instead_of_booting_a_second_copy() {
         c.log("P-again")
     );
     assert_eq!(c.counter("inc").unwrap(), before + 1, "{}", c.logs());
+}
+
+/// A pair whose logging channel goes through a [`Proxy`]: (cluster, proxy).
+fn pair_through_proxy(name: &str, plaintext: bool) -> (Cluster, Proxy) {
+    let mut c = Cluster::with(name, plaintext);
+    let p = free_port();
+    c.primary("P", p);
+    c.wait_counter();
+    let proxy = Proxy::start(p);
+    let secret = c.secret.clone();
+    c.backup("B", free_port(), proxy.port, &secret);
+    c.wait_state("P", "primary", "protected", Duration::from_secs(60));
+    (c, proxy)
+}
+
+#[test]
+fn the_logging_channel_shows_nothing_of_guest_memory_unless_sent_in_clear() {
+    let _one = serial();
+    // The kernel's banner is in guest RAM, which the state transfer sends.
+    let banner = b"Linux version";
+    let (c, proxy) = pair_through_proxy("ft-tls-capture", false);
+    assert!(c.counter("inc").is_ok());
+    assert!(proxy.captured.lock().unwrap().len() > 1 << 20);
+    assert!(
+        !proxy.saw(banner),
+        "guest memory crossed the TLS channel in clear"
+    );
+    assert!(c.log("P").contains("over TLS"), "{}", c.log("P"));
+    drop(c);
+    // The same capture in clear holds it (so the check above can fail).
+    let (c, proxy) = pair_through_proxy("ft-tls-capture-clear", true);
+    assert!(c.counter("inc").is_ok());
+    assert!(proxy.saw(banner), "the banner is not where this test looks");
+    drop(c);
+}
+
+#[test]
+fn a_flipped_byte_on_the_logging_channel_ends_it_cleanly_and_one_side_serves_on() {
+    let _one = serial();
+    let (mut c, proxy) = pair_through_proxy("ft-tls-flip", false);
+    let mut last = 0;
+    for _ in 0..5 {
+        last = c.counter("inc").unwrap();
+    }
+    proxy.flip.store(true, Ordering::SeqCst);
+    // The backup finds the damaged record (RFC 8446 §5.2) and ends the channel; both
+    // sides see it end and ask the arbiter: exactly one serves on, the other halts.
+    let t = Instant::now();
+    let (p_code, b_code) = loop {
+        let p = c.child("P").try_wait().unwrap().map(|s| s.code());
+        let b = c.child("B").try_wait().unwrap().map(|s| s.code());
+        if p.is_some() || b.is_some() {
+            std::thread::sleep(Duration::from_millis(500));
+            let p = c.child("P").try_wait().unwrap().map(|s| s.code());
+            let b = c.child("B").try_wait().unwrap().map(|s| s.code());
+            break (p, b);
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the flipped byte went unnoticed\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        c.log("B").contains("lost the primary") && c.log("B").to_lowercase().contains("decrypt"),
+        "{}",
+        c.log("B")
+    );
+    assert!(!c.logs().contains("panicked"), "{}", c.logs());
+    let halted = [p_code, b_code]
+        .iter()
+        .filter(|x| **x == Some(Some(3)))
+        .count();
+    let running = [p_code, b_code].iter().filter(|x| x.is_none()).count();
+    assert_eq!(
+        (halted, running),
+        (1, 1),
+        "P {p_code:?} B {b_code:?}\n{}",
+        c.logs()
+    );
+    let winner = if p_code.is_none() { "P" } else { "B" };
+    c.wait_state(winner, "primary", "unprotected", Duration::from_secs(10));
+    // Nothing acknowledged was lost.
+    assert_eq!(c.counter("inc").unwrap(), last + 1, "{}", c.logs());
+}
+
+#[test]
+fn a_backup_with_a_certificate_of_another_cluster_is_refused_on_both_sides() {
+    let _one = serial();
+    let mut c = Cluster::new("ft-tls-foreign");
+    let p = free_port();
+    c.primary("P", p);
+    c.wait_counter();
+    let other = c.dir.join("other-keys");
+    let _ = std::fs::remove_dir_all(&other);
+    let made = ftvm(&[
+        "keys",
+        "--dir",
+        other.to_str().unwrap(),
+        "--ca",
+        "--node",
+        "B",
+    ]);
+    assert!(made.status.success(), "{made:?}");
+    let secret = c.secret.clone();
+    c.keys = other;
+    c.backup("B", free_port(), p, &secret);
+    assert_eq!(
+        c.exit_code("B", Duration::from_secs(30)),
+        Some(2),
+        "{}",
+        c.logs()
+    );
+    assert!(
+        c.log("B").contains("is not a node of this cluster"),
+        "{}",
+        c.log("B")
+    );
+    assert!(
+        c.log("P").contains("refused a backup") && c.log("P").contains("the TLS handshake failed"),
+        "{}",
+        c.log("P")
+    );
+    assert_eq!(c.state("P"), ("primary".into(), "unprotected".into()));
+    assert!(c.counter("inc").is_ok());
+}
+
+#[test]
+fn a_backup_whose_hello_names_another_node_than_its_certificate_is_refused() {
+    use ftvm::ft::wire::{self, Hello, Message};
+    use ftvm_world::tls::Credentials;
+    let _one = serial();
+    let mut c = Cluster::new("ft-tls-liar");
+    let p = free_port();
+    c.primary("P", p);
+    c.wait_counter();
+    // B's own credentials, but a hello in P's name.
+    let creds = Credentials::load(&c.keys, "B", ftvm::ft::LOG_ALPN).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", p)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut ch = creds.connect(tcp).unwrap();
+    assert_eq!(ch.peer(), "P");
+    let hello = Hello {
+        vm: "t".into(),
+        node: "P".into(),
+        own_disk: false,
+    };
+    wire::send(&mut ch, &Message::Hello(hello)).unwrap();
+    match wire::recv(&mut ch, 4096) {
+        Ok(Message::Refused(why)) => assert!(why.contains("certificate is B's"), "{why}"),
+        Ok(_) => panic!("the primary accepted a backup under another node's name"),
+        Err(e) => panic!("no refusal: {e:#}"),
+    }
+    let t = Instant::now();
+    while !c
+        .log("P")
+        .contains("introduced itself as P but its certificate is B's")
+    {
+        assert!(t.elapsed() < Duration::from_secs(5), "{}", c.log("P"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(c.state("P"), ("primary".into(), "unprotected".into()));
+}
+
+#[test]
+fn a_primary_whose_offer_names_another_node_than_its_certificate_is_refused() {
+    use ftvm::ft::wire::{self, Message, Offer};
+    use ftvm_world::tls::Credentials;
+    let _one = serial();
+    let mut c = Cluster::new("ft-tls-fake-primary");
+    // A "primary" with P's credentials that offers a guest in Q's name.
+    let creds = Credentials::load(&c.keys, "P", ftvm::ft::LOG_ALPN).unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let secret = c.secret.clone();
+    c.backup("B", free_port(), port, &secret);
+    let (tcp, _) = l.accept().unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut ch = creds.accept(tcp).unwrap();
+    assert_eq!(ch.peer(), "B");
+    match wire::recv(&mut ch, 4096).unwrap() {
+        Message::Hello(h) => assert_eq!(h.node, "B"),
+        _ => panic!("the backup did not say hello"),
+    }
+    let offer = Offer {
+        vm: "t".into(),
+        generation: 1,
+        primary: "Q".into(),
+        config: Vec::new(),
+        switch: format!("127.0.0.1:{}", c.sw),
+        disk: None,
+    };
+    wire::send(&mut ch, &Message::Offer(offer)).unwrap();
+    assert_eq!(
+        c.exit_code("B", Duration::from_secs(30)),
+        Some(2),
+        "{}",
+        c.logs()
+    );
+    assert!(
+        c.log("B")
+            .contains("calls itself Q but its certificate is P's"),
+        "{}",
+        c.log("B")
+    );
 }

@@ -114,6 +114,7 @@ fn the_arbiter_process_decides_once_and_remembers_across_restarts() {
         state.to_str().unwrap(),
         "--secret-file",
         secret_file.to_str().unwrap(),
+        "--insecure-plaintext",
     ];
     let t = Duration::from_secs(2);
     {
@@ -152,4 +153,100 @@ fn the_arbiter_process_decides_once_and_remembers_across_restarts() {
         "the decision did not survive the arbiter's restart"
     );
     assert_eq!(c.test_and_set("vm1", 2, "primary").unwrap(), Outcome::Won);
+}
+
+#[test]
+fn ftvm_keys_makes_a_ca_and_node_credentials_and_refuses_to_overwrite_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("keys-cli").join("keys");
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().unwrap();
+    // A node needs the CA first: a one-line error, exit status 2, nothing written.
+    let out = ftvm(&["keys", "--dir", d, "--node", "a"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("there is no cluster CA"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!dir.join("a.key").exists());
+    let out = ftvm(&["keys", "--dir", d, "--ca", "--node", "a", "--node", "b"]);
+    assert!(out.status.success(), "{out:?}");
+    for f in ["ca.key", "a.key", "b.key"] {
+        let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    let before = std::fs::read(dir.join("a.pem")).unwrap();
+    for again in [&["--ca"][..], &["--node", "a"]] {
+        let mut args = vec!["keys", "--dir", d];
+        args.extend_from_slice(again);
+        let out = ftvm(&args);
+        assert_eq!(out.status.code(), Some(2), "{again:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("exists already (use --force"), "{err}");
+    }
+    assert_eq!(std::fs::read(dir.join("a.pem")).unwrap(), before);
+    let out = ftvm(&["keys", "--dir", d, "--node", "a", "--force"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_ne!(std::fs::read(dir.join("a.pem")).unwrap(), before);
+    // A name that cannot be a certificate's identity.
+    let out = ftvm(&["keys", "--dir", d, "--node", "no_good:name"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be a node name"));
+    // Neither --ca nor --node: a usage error.
+    assert!(!ftvm(&["keys", "--dir", d]).status.success());
+}
+
+#[test]
+fn the_arbiter_process_over_tls_lets_a_node_win_only_as_itself() {
+    use ftvm_world::tls::Credentials;
+    let dir = scratch("arbiter-tls");
+    let keys = dir.join("keys");
+    let _ = std::fs::remove_dir_all(&keys);
+    let k = keys.to_str().unwrap();
+    let made = ftvm(&[
+        "keys", "--dir", k, "--ca", "--node", "a", "--node", "b", "--node", "arbiter",
+    ]);
+    assert!(made.status.success(), "{made:?}");
+    let secret_file = dir.join("secret");
+    std::fs::write(&secret_file, "cluster-secret\n").unwrap();
+    let state = dir.join("arbiter.state");
+    let _ = std::fs::remove_file(&state);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let log = dir.join("arbiter.log");
+    let _arb = Proc(
+        Command::new(env!("CARGO_BIN_EXE_ftvm"))
+            .args([
+                "arbiter",
+                "--listen",
+                &addr,
+                "--state",
+                state.to_str().unwrap(),
+                "--secret-file",
+                secret_file.to_str().unwrap(),
+                "--tls",
+                k,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start ftvm"),
+    );
+    wait_listening(port);
+    let t = Duration::from_secs(2);
+    let alpn = ftvm_arbiter::ARBITER_ALPN;
+    let b = Credentials::load(&keys, "b", alpn).unwrap();
+    let mut b = ftvm_arbiter::ArbiterClient::connect_tls(&addr, &b, "arbiter", t).unwrap();
+    assert!(matches!(
+        b.test_and_set("vm1", 1, "a"),
+        Err(ArbiterError::NotYours(_))
+    ));
+    assert_eq!(b.test_and_set("vm1", 1, "b").unwrap(), Outcome::Won);
+    // The cluster secret alone no longer gets in.
+    assert!(ArbiterClient::connect(&addr, b"cluster-secret", t).is_err());
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("refused a claim: b asked to win as a"),
+        "{logged}"
+    );
 }

@@ -1,9 +1,11 @@
 //! The logging channel between a primary and its backup (DESIGN.md §4) as a byte
 //! stream: the log goes one way and acks the other, each direction used by its own
-//! thread. TCP implements it.
+//! thread. TCP implements it in clear (`--insecure-plaintext`), [`crate::tls`] over
+//! TLS 1.3.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
 
 /// A reliable, ordered byte stream to the peer node.
 pub trait Channel: Read + Write + Send {
@@ -12,6 +14,10 @@ pub trait Channel: Read + Write + Send {
     /// Close both directions: the peer sees the end, and a thread blocked reading
     /// here returns.
     fn close(&self);
+    /// How long a read may block (`None`: forever); shared by every handle.
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()>;
+    /// How long a write may block (`None`: forever); shared by every handle.
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()>;
 }
 
 impl Channel for TcpStream {
@@ -22,6 +28,14 @@ impl Channel for TcpStream {
     fn close(&self) {
         let _ = self.shutdown(Shutdown::Both);
     }
+
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, t)
+    }
+
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_write_timeout(self, t)
+    }
 }
 
 impl Channel for Box<dyn Channel> {
@@ -31,6 +45,14 @@ impl Channel for Box<dyn Channel> {
 
     fn close(&self) {
         (**self).close()
+    }
+
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        (**self).set_read_timeout(t)
+    }
+
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        (**self).set_write_timeout(t)
     }
 }
 

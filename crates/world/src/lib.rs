@@ -4,9 +4,9 @@
 //!
 //! Each kind of backend is a small trait (issue 11): [`Net`], [`Disk`], [`Entropy`],
 //! [`Clock`], [`Arbiter`] and [`Channel`]. The real implementations live here (disk
-//! image, host entropy, host clock, TCP) or in the crate that owns the protocol
-//! (crates/usernet and crates/switch for [`Net`], crates/arbiter for [`Arbiter`]), so
-//! this crate depends on none of ftvm's.
+//! image, host entropy, host clock, TCP and TLS channels with the cluster's keys) or in
+//! the crate that owns the protocol (crates/usernet and crates/switch for [`Net`],
+//! crates/arbiter for [`Arbiter`]), so this crate depends on none of ftvm's.
 #![deny(missing_docs)]
 
 pub mod arbiter;
@@ -15,7 +15,9 @@ pub mod console;
 pub mod disk;
 pub mod entropy;
 pub mod hostclock;
+pub mod keys;
 pub mod net;
+pub mod tls;
 
 pub use arbiter::{Arbiter, ArbiterFailure, Decision};
 pub use channel::Channel;

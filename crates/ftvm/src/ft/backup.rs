@@ -12,7 +12,7 @@ use super::primary::Primary;
 use super::redelivery::{Replayed, SkipReplayed};
 use super::status::{Status, StatusFile};
 use super::wire::{self, Hello, Message, Offer};
-use super::{run_live, Answer, Asker, Clock, Halted, Node};
+use super::{run_live, Answer, Asker, Clock, Halted, Node, Security};
 use crate::cli::BackupArgs;
 use crate::driver::{Backends, Driver};
 use crate::replica::config_digest;
@@ -80,7 +80,7 @@ impl Shared {
 
 /// The reader: each entry goes to the core first (acks leave from here at once, as
 /// the Output Rule waits on them), then to the replay.
-fn read_log(log: LogReader<BufReader<TcpStream>>, sh: &Shared, tx: &mpsc::Sender<Msg>) {
+fn read_log(log: LogReader<BufReader<Box<dyn Channel>>>, sh: &Shared, tx: &mpsc::Sender<Msg>) {
     for item in log {
         match item {
             Ok(e) => {
@@ -112,8 +112,8 @@ fn read_log(log: LogReader<BufReader<TcpStream>>, sh: &Shared, tx: &mpsc::Sender
 
 /// A joined pair, from the backup's side.
 struct Joined {
-    log: LogReader<BufReader<TcpStream>>,
-    stream: TcpStream,
+    log: LogReader<BufReader<Box<dyn Channel>>>,
+    stream: Box<dyn Channel>,
     offer: Offer,
     machine: Machine,
 }
@@ -137,19 +137,36 @@ fn try_join(
     own_disk: Option<&Path>,
     status: &mut dyn FnMut(&str),
 ) -> Result<Joined, JoinError> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    match ftvm_arbiter::client_handshake(&mut stream, wire::GREETING, &node.secret) {
-        Ok(_) => {}
-        Err(ArbiterError::Unauthenticated(e)) => {
-            return Err(JoinError::Fatal(anyhow::anyhow!(
-                "the primary at {addr} and this node do not share the cluster secret ({e})"
-            )))
+    let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    tcp.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let (mut stream, identity): (Box<dyn Channel>, Option<String>) = match &node.security {
+        Security::Tls(creds) => match creds.connect(tcp) {
+            Ok(ch) => {
+                let id = ch.peer().to_string();
+                (Box::new(ch), Some(id))
+            }
+            Err(e) if e.refused() => {
+                return Err(JoinError::Fatal(anyhow::anyhow!(
+                    "the primary at {addr} is not a node of this cluster: {e}"
+                )))
+            }
+            Err(e) => return Err(JoinError::Retry(e.to_string())),
+        },
+        Security::Plaintext => {
+            match ftvm_arbiter::client_handshake(&mut tcp, wire::GREETING, &node.secret) {
+                Ok(_) => {}
+                Err(ArbiterError::Unauthenticated(e)) => {
+                    return Err(JoinError::Fatal(anyhow::anyhow!(
+                        "the primary at {addr} and this node do not share the cluster secret ({e})"
+                    )))
+                }
+                Err(e) => return Err(JoinError::Retry(e.to_string())),
+            }
+            (Box::new(tcp), None)
         }
-        Err(e) => return Err(JoinError::Retry(e.to_string())),
-    }
+    };
     wire::send(
         &mut stream,
         &Message::Hello(Hello {
@@ -158,12 +175,36 @@ fn try_join(
             own_disk: own_disk.is_some(),
         }),
     )?;
-    let mut r = BufReader::with_capacity(1 << 20, stream.try_clone()?);
-    let offer = match wire::recv(&mut r, ftvm_machine::PAGE_SIZE)? {
-        Message::Busy(why) => return Err(JoinError::Retry(why)),
-        Message::Offer(o) => o,
-        _ => return Err(JoinError::Retry("unexpected message".into())),
+    let mut r = BufReader::with_capacity(1 << 20, stream.try_clone_channel()?);
+    // In TLS 1.3 the server checks the client's certificate after the client's last
+    // handshake flight (RFC 8446 §4.4.2): a refusal arrives as an alert here.
+    let offer = match wire::recv(&mut r, ftvm_machine::PAGE_SIZE) {
+        Ok(Message::Busy(why)) => return Err(JoinError::Retry(why)),
+        Ok(Message::Refused(why)) => {
+            return Err(JoinError::Fatal(anyhow::anyhow!(
+                "the primary at {addr} refused this node: {why}"
+            )))
+        }
+        Ok(Message::Offer(o)) => o,
+        Ok(_) => return Err(JoinError::Retry("unexpected message".into())),
+        Err(e) => match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(ftvm_world::tls::refusal)
+        {
+            Some(t) => {
+                return Err(JoinError::Fatal(anyhow::anyhow!(
+                    "the primary at {addr} refused this node's certificate: {t}"
+                )))
+            }
+            None => return Err(e.into()),
+        },
     };
+    if let Some(id) = identity.filter(|id| *id != offer.primary) {
+        return Err(JoinError::Fatal(anyhow::anyhow!(
+            "the primary at {addr} calls itself {} but its certificate is {id}'s",
+            offer.primary
+        )));
+    }
     let cfg: BootConfig = postcard::from_bytes(&offer.config).map_err(|e| {
         JoinError::Fatal(anyhow::anyhow!(
             "the primary's machine configuration cannot be decoded: {e}"

@@ -115,6 +115,11 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
         key.iter().map(|b| format!("{b:02x}")).collect::<String>(),
     )?;
     let _ = std::fs::remove_file(dir.join("arbiter.state"));
+    // The logging channels and the arbiter run over TLS: a CA of the demo's own and a
+    // certificate for each node slot and the arbiter, made afresh.
+    let keys = dir.join("keys");
+    super::keys::fresh_cluster(&keys, &[SLOTS[0], SLOTS[1], SLOTS[2], "arbiter"])
+        .with_context(|| format!("cannot make the demo's credentials in {}", keys.display()))?;
 
     let port = |i: u16| -> Result<u16> {
         match args.base_port {
@@ -181,6 +186,8 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
             dir.join("arbiter.state").display().to_string(),
             "--secret-file".into(),
             secret.display().to_string(),
+            "--tls".into(),
+            keys.display().to_string(),
         ],
         t0,
     )?);
@@ -196,6 +203,8 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
             addr(arb),
             "--secret-file".into(),
             secret.display().to_string(),
+            "--tls".into(),
+            keys.display().to_string(),
             "--run-dir".into(),
             run.display().to_string(),
             "--engine".into(),

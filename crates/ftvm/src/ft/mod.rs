@@ -8,10 +8,11 @@
 //! - [`primary`]: the live side, a [`crate::replica::Journal`] for the driver;
 //! - [`backup`]: receive, replay, go live; [`redelivery`]: the switch's re-delivery at
 //!   go-live without what the replay delivered;
-//! - [`status`]: what `ftvm status` shows; [`demo`]: `ftvm demo`.
+//! - [`status`]: what `ftvm status` shows; [`demo`]: `ftvm demo`; [`keys`]: `ftvm keys`.
 
 pub mod backup;
 pub mod demo;
+pub mod keys;
 pub mod primary;
 pub mod redelivery;
 pub mod status;
@@ -27,6 +28,7 @@ use ftvm_arbiter::RemoteArbiter;
 use ftvm_machine::{ICount, Machine};
 use ftvm_replica::{Time, Timing, Verdict};
 use ftvm_world::disk::DiskMode;
+use ftvm_world::tls::Credentials;
 use ftvm_world::{Arbiter, ArbiterFailure, Decision};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -50,6 +52,19 @@ impl std::fmt::Display for Halted {
 
 impl std::error::Error for Halted {}
 
+/// How the logging channel is protected.
+#[derive(Clone)]
+pub enum Security {
+    /// TLS 1.3 with this node's credentials: both ends authenticated by the cluster
+    /// CA, every byte encrypted and authenticated.
+    Tls(Arc<Credentials>),
+    /// In clear after a one-time proof of the cluster secret (`--insecure-plaintext`).
+    Plaintext,
+}
+
+/// The logging channel's protocol name in TLS (ALPN, RFC 7301).
+pub const LOG_ALPN: &[u8] = b"ftvm-log/1";
+
 /// What every node knows about its pair.
 #[derive(Clone)]
 pub struct Node {
@@ -59,6 +74,10 @@ pub struct Node {
     pub name: String,
     /// The cluster secret.
     pub secret: Vec<u8>,
+    /// The logging channel's protection.
+    pub security: Security,
+    /// Over TLS: this node's credentials for the arbiter, and the arbiter's name.
+    pub arbiter_tls: Option<(Arc<Credentials>, String)>,
     /// The arbiter.
     pub arbiter: SocketAddr,
     /// Where this node accepts a backup (when it is the primary).
@@ -98,10 +117,35 @@ impl Node {
         if a.timeout_ms == 0 {
             bail!("--timeout-ms must be at least 1");
         }
+        let name = a.name.clone().unwrap_or_else(|| format!("node-{listen}"));
+        let arbiter_tls = match &a.tls {
+            Some(dir) => Some((
+                Arc::new(
+                    Credentials::load(dir, &name, ftvm_arbiter::ARBITER_ALPN).with_context(
+                        || format!("cannot use {name}'s credentials in '{}'", dir.display()),
+                    )?,
+                ),
+                a.arbiter_name.clone(),
+            )),
+            None => None,
+        };
+        let security = match (&a.tls, a.insecure_plaintext) {
+            (Some(dir), _) => Security::Tls(Arc::new(
+                Credentials::load(dir, &name, LOG_ALPN).with_context(|| {
+                    format!("cannot use {name}'s credentials in '{}'", dir.display())
+                })?,
+            )),
+            (None, true) => Security::Plaintext,
+            (None, false) => bail!(
+                "the logging channel needs credentials: --tls DIR with this node's certificate (made by `ftvm keys`), or --insecure-plaintext to send it in clear"
+            ),
+        };
         Ok(Node {
             vm: a.vm.clone(),
-            name: a.name.clone().unwrap_or_else(|| format!("node-{listen}")),
+            name,
             secret,
+            security,
+            arbiter_tls,
             arbiter: a.arbiter,
             listen,
             timeout: Duration::from_millis(a.timeout_ms),
@@ -116,7 +160,7 @@ impl Node {
     /// this VM and past `ours`.
     pub fn next_generation(&self, ours: u64) -> Result<u64> {
         // The arbiter's error already names its cause; no chain to repeat it.
-        let arbiter = RemoteArbiter::new(self.arbiter, &self.secret, Duration::from_secs(2));
+        let arbiter = self.remote_arbiter(Duration::from_secs(2));
         let decided = arbiter
             .current(&self.vm)
             .map_err(|e| anyhow::anyhow!("cannot reach the arbiter at {}: {e}", self.arbiter))?
@@ -128,7 +172,15 @@ impl Node {
     /// timeout of at least half a second.
     pub fn arbiter(&self) -> Arc<dyn Arbiter> {
         let timeout = self.timeout.max(Duration::from_millis(500));
-        Arc::new(RemoteArbiter::new(self.arbiter, &self.secret, timeout))
+        Arc::new(self.remote_arbiter(timeout))
+    }
+
+    /// The arbiter over TLS with this node's certificate, or with the cluster secret.
+    fn remote_arbiter(&self, timeout: Duration) -> RemoteArbiter {
+        match &self.arbiter_tls {
+            Some((creds, name)) => RemoteArbiter::tls(self.arbiter, creds.clone(), name, timeout),
+            None => RemoteArbiter::new(self.arbiter, &self.secret, timeout),
+        }
     }
 }
 

@@ -13,7 +13,7 @@
 use super::status::{Status, StatusFile};
 use super::transfer::Sender;
 use super::wire::{self, Hello, Message, Offer, ACK_LEN};
-use super::{Answer, Asker, Clock, Halted, Node};
+use super::{Answer, Asker, Clock, Halted, Node, Security};
 use crate::replica::{config_digest, output_digest, Journal};
 use anyhow::{Context, Result};
 use ftvm_log::{Header, LogWriter};
@@ -62,8 +62,10 @@ impl NewsSender {
 
 /// A backup being admitted: authenticated and introduced.
 struct Candidate {
-    stream: TcpStream,
+    stream: Box<dyn Channel>,
     hello: Hello,
+    /// Over TLS: the backup's name is its certificate's.
+    tls: bool,
     /// The generation the pair will take.
     generation: u64,
 }
@@ -373,9 +375,10 @@ impl Primary {
             disk: self.disk.clone(),
         };
         eprintln!(
-            "ftvm: {}: backup {} connected; transferring the guest ({} MiB of RAM) for generation {}",
+            "ftvm: {}: backup {} connected {}; transferring the guest ({} MiB of RAM) for generation {}",
             self.node.name,
             c.hello.node,
+            if c.tls { "over TLS (its certificate checked)" } else { "in clear (--insecure-plaintext)" },
             (machine.ram_pages() as u64 * ftvm_machine::PAGE_SIZE as u64) >> 20,
             c.generation
         );
@@ -424,11 +427,11 @@ impl Primary {
         let out = sender.into_writer();
         // Acks are read without a timeout: silence is the core's to judge.
         out.get_ref().set_read_timeout(None)?;
-        let stream: Box<dyn Channel> = Box::new(out.get_ref().try_clone()?);
+        let stream = out.get_ref().try_clone_channel()?;
         let reader = stream.try_clone_channel()?;
         // The log's writer holds the channel itself (the transfer's buffer flushed).
-        let out: Box<dyn Channel> = match out.into_inner() {
-            Ok(s) => Box::new(s),
+        let out = match out.into_inner() {
+            Ok(s) => s,
             Err(e) => {
                 eprintln!(
                     "ftvm: {}: transfer to {backup} failed: {}",
@@ -722,21 +725,37 @@ fn read_acks(stream: Box<dyn Channel>, link: u64, tx: &NewsSender) {
     }
 }
 
-/// Authenticate a connecting backup and agree on the pair's generation.
-fn admit(mut stream: TcpStream, node: &Node) -> Result<Candidate> {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    ftvm_arbiter::server_handshake(&mut stream, wire::GREETING, &node.secret)
-        .with_context(|| format!("peer {peer} failed the cluster-secret handshake"))?;
+/// Authenticate a connecting backup and agree on the pair's generation. Over TLS the
+/// backup is who its certificate says, and its hello must say the same.
+fn admit(mut tcp: TcpStream, node: &Node) -> Result<Candidate> {
+    let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    tcp.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let (mut stream, identity): (Box<dyn Channel>, Option<String>) = match &node.security {
+        Security::Tls(creds) => {
+            let ch = creds.accept(tcp).with_context(|| format!("peer {peer}"))?;
+            let id = ch.peer().to_string();
+            (Box::new(ch), Some(id))
+        }
+        Security::Plaintext => {
+            ftvm_arbiter::server_handshake(&mut tcp, wire::GREETING, &node.secret)
+                .with_context(|| format!("peer {peer} failed the cluster-secret handshake"))?;
+            (Box::new(tcp), None)
+        }
+    };
     let hello = match wire::recv(&mut stream, ftvm_machine::PAGE_SIZE)? {
         Message::Hello(h) => h,
         _ => anyhow::bail!("peer {peer} did not introduce itself"),
     };
+    if let Some(id) = identity.filter(|id| *id != hello.node) {
+        let why = format!(
+            "peer {peer} introduced itself as {} but its certificate is {id}'s",
+            hello.node
+        );
+        let _ = wire::send(&mut stream, &Message::Refused(why.clone()));
+        anyhow::bail!("{why}");
+    }
     if hello.vm != node.vm {
         let why = format!("this primary runs VM {}, not {}", node.vm, hello.vm);
         wire::send(&mut stream, &Message::Busy(why.clone()))?;
@@ -755,6 +774,7 @@ fn admit(mut stream: TcpStream, node: &Node) -> Result<Candidate> {
     Ok(Candidate {
         stream,
         hello,
+        tls: matches!(node.security, Security::Tls(_)),
         generation,
     })
 }

@@ -5,9 +5,9 @@
 use super::wire::{self, Message, Offer};
 use anyhow::{bail, Context, Result};
 use ftvm_machine::{Machine, PAGE_SIZE};
+use ftvm_world::Channel;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -47,7 +47,7 @@ pub struct Summary {
 
 /// The primary's side of a transfer in progress.
 pub struct Sender {
-    out: BufWriter<TcpStream>,
+    out: BufWriter<Box<dyn Channel>>,
     round: u32,
     todo: Vec<u32>,
     pos: usize,
@@ -64,7 +64,7 @@ impl Sender {
     /// Offer the guest and start round 0 (all of RAM).
     /// With `disk`, the image at that path goes along (a backup with its own copy).
     pub fn start(
-        stream: TcpStream,
+        stream: Box<dyn Channel>,
         backup: String,
         offer: Offer,
         disk: Option<&Path>,
@@ -217,7 +217,7 @@ impl Sender {
     }
 
     /// The channel, for the log that follows.
-    pub fn into_writer(self) -> BufWriter<TcpStream> {
+    pub fn into_writer(self) -> BufWriter<Box<dyn Channel>> {
         self.out
     }
 }
@@ -226,7 +226,7 @@ impl Sender {
 /// until the final state arrives; returns the machine in the primary's state.
 /// Disk pieces go to `disk` (the backup's own copy), if it has one.
 pub fn receive(
-    r: &mut BufReader<TcpStream>,
+    r: &mut BufReader<Box<dyn Channel>>,
     mut machine: Machine,
     mut disk: Option<&File>,
     progress: &mut dyn FnMut(u64),

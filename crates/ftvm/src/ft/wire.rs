@@ -1,8 +1,12 @@
-//! The logging channel's wire format (DESIGN.md §4). After the mutual handshake
-//! (greeting [`GREETING`], see `ftvm_arbiter::server_handshake`):
+//! The logging channel's wire format (DESIGN.md §4). After the mutual handshake — TLS
+//! 1.3 with both nodes' certificates (`ftvm_world::tls`, ALPN `ftvm-log/1`), or with
+//! `--insecure-plaintext` the cluster-secret proof (greeting [`GREETING`], see
+//! `ftvm_arbiter::server_handshake`):
 //!
-//! 1. backup → primary: `Hello`;
-//! 2. primary → backup: `Busy` (and close) or `Offer`, then `Pages` messages (the
+//! 1. backup → primary: `Hello` (over TLS, its `node` must be the name in the
+//!    backup's certificate);
+//! 2. primary → backup: `Busy` (try later) or `Refused` (never: a wrong identity), and
+//!    close; or `Offer`, then `Pages` messages (the
 //!    iterative pre-copy of guest RAM) and, for a backup with its own disk, `Disk`
 //!    messages (the image, then what was written meanwhile), then `Final` (CPU and
 //!    device state);
@@ -32,6 +36,7 @@ const BUSY: u8 = 3;
 const PAGES: u8 = 4;
 const FINAL: u8 = 5;
 const DISK: u8 = 6;
+const REFUSED: u8 = 7;
 
 /// A backup introduces itself.
 #[derive(Serialize, Deserialize, Debug)]
@@ -68,8 +73,11 @@ pub enum Message {
     Hello(Hello),
     /// See [`Offer`].
     Offer(Offer),
-    /// The primary refuses (it has a backup, runs another VM, or lacks the arbiter).
+    /// The primary refuses for now (it has a backup, runs another VM, or lacks the
+    /// arbiter).
     Busy(String),
+    /// The primary refuses this backup for good (its identity is not what it claims).
+    Refused(String),
     /// Guest RAM pages: (page index, contents; `None` for a page of zeros).
     Pages(Vec<(u32, Option<Vec<u8>>)>),
     /// The machine without RAM (`Machine::save_without_ram`); the log follows.
@@ -92,6 +100,7 @@ pub fn send(w: &mut impl Write, m: &Message) -> Result<()> {
         Message::Hello(h) => frame(w, HELLO, &postcard::to_stdvec(h)?),
         Message::Offer(o) => frame(w, OFFER, &postcard::to_stdvec(o)?),
         Message::Busy(why) => frame(w, BUSY, why.as_bytes()),
+        Message::Refused(why) => frame(w, REFUSED, why.as_bytes()),
         Message::Pages(pages) => {
             let mut p = Vec::with_capacity(4 + pages.len() * 8);
             p.extend_from_slice(&(pages.len() as u32).to_le_bytes());
@@ -142,6 +151,7 @@ pub fn recv(r: &mut impl Read, page_size: usize) -> Result<Message> {
         HELLO => Message::Hello(postcard::from_bytes(payload).context("malformed hello")?),
         OFFER => Message::Offer(postcard::from_bytes(payload).context("malformed offer")?),
         BUSY => Message::Busy(String::from_utf8_lossy(payload).into_owned()),
+        REFUSED => Message::Refused(String::from_utf8_lossy(payload).into_owned()),
         PAGES => Message::Pages(decode_pages(payload, page_size)?),
         FINAL => Message::Final(payload.to_vec()),
         DISK => {
@@ -218,6 +228,7 @@ mod tests {
         )
         .unwrap();
         send(&mut buf, &Message::Busy("has a backup".into())).unwrap();
+        send(&mut buf, &Message::Refused("not B".into())).unwrap();
         send(&mut buf, &Message::Disk(1 << 33, 3, Some(vec![1, 2, 3]))).unwrap();
         send(&mut buf, &Message::Disk(512, 4096, None)).unwrap();
         let mut r = &buf[..];
@@ -226,6 +237,7 @@ mod tests {
             _ => panic!("wrong message"),
         }
         assert!(matches!(recv(&mut r, 16).unwrap(), Message::Busy(s) if s == "has a backup"));
+        assert!(matches!(recv(&mut r, 16).unwrap(), Message::Refused(s) if s == "not B"));
         assert!(
             matches!(recv(&mut r, 16).unwrap(), Message::Disk(o, 3, Some(d)) if o == 1 << 33 && d == [1, 2, 3])
         );
