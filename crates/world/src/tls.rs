@@ -308,23 +308,28 @@ impl Credentials {
 
 /// What the handles on one TLS connection share.
 struct Shared {
-    conn: Mutex<Connection>,
-    /// Held while records go onto the socket, taken under `conn`: records leave in the
-    /// order they were sealed.
+    state: Mutex<State>,
+    /// Held while records go onto the socket, taken under `state`: records leave in
+    /// the order they were sealed.
     send: Mutex<()>,
     peer: String,
+}
+
+/// The connection and what the socket gave that rustls has not taken yet (shared, so
+/// that any handle may read next).
+struct State {
+    conn: Connection,
+    pending: Vec<u8>,
+    /// The socket reached its end.
+    eof: bool,
 }
 
 /// An authenticated, encrypted channel to the peer node `peer()`.
 pub struct TlsChannel {
     sock: Arc<TcpStream>,
     shared: Arc<Shared>,
-    /// Records read from the socket, this handle's (allocated on its first read), and
-    /// the part rustls has not taken yet.
+    /// This handle's buffer for socket reads (allocated on its first read).
     inbuf: Vec<u8>,
-    pending: std::ops::Range<usize>,
-    /// The socket reached its end.
-    eof: bool,
 }
 
 /// Bytes read from the socket at a time.
@@ -353,13 +358,15 @@ impl TlsChannel {
         Ok(TlsChannel {
             sock: Arc::new(sock),
             shared: Arc::new(Shared {
-                conn: Mutex::new(conn),
+                state: Mutex::new(State {
+                    conn,
+                    pending: Vec::new(),
+                    eof: false,
+                }),
                 send: Mutex::new(()),
                 peer,
             }),
             inbuf: Vec::new(),
-            pending: 0..0,
-            eof: false,
         })
     }
 
@@ -368,17 +375,17 @@ impl TlsChannel {
         &self.shared.peer
     }
 
-    /// Put the records `conn` has sealed onto the socket, in order.
-    fn send(&self, mut conn: MutexGuard<'_, Connection>) -> io::Result<()> {
-        if !conn.wants_write() {
+    /// Put the records the connection has sealed onto the socket, in order.
+    fn send(&self, mut st: MutexGuard<'_, State>) -> io::Result<()> {
+        if !st.conn.wants_write() {
             return Ok(());
         }
         let mut records = Vec::new();
-        while conn.wants_write() {
-            conn.write_tls(&mut records)?;
+        while st.conn.wants_write() {
+            st.conn.write_tls(&mut records)?;
         }
         let _order = lock(&self.shared.send);
-        drop(conn);
+        drop(st);
         (&*self.sock).write_all(&records)
     }
 }
@@ -389,9 +396,9 @@ impl Read for TlsChannel {
             return Ok(0);
         }
         loop {
-            let mut conn = lock(&self.shared.conn);
+            let mut st = lock(&self.shared.state);
             loop {
-                match conn.reader().read(buf) {
+                match st.conn.reader().read(buf) {
                     // 0: the peer's close_notify (RFC 8446 §6.1); a TCP end without
                     // it is an UnexpectedEof error.
                     Ok(n) => return Ok(n),
@@ -400,21 +407,21 @@ impl Read for TlsChannel {
                 }
                 // Nothing decrypted waits: feed rustls what the socket gave, a piece at
                 // a time (its plaintext buffer is bounded), until a record opens.
-                if self.pending.is_empty() {
-                    if !self.eof {
+                let State { conn, pending, eof } = &mut *st;
+                if pending.is_empty() {
+                    if !*eof {
                         break;
                     }
                     conn.read_tls(&mut &[][..])?;
                 } else {
-                    let mut data = &self.inbuf[self.pending.clone()];
-                    let n = conn.read_tls(&mut data)?;
-                    self.pending.start += n;
+                    let n = conn.read_tls(&mut &pending[..])?;
+                    pending.drain(..n);
                 }
-                let processed = conn.process_new_packets();
-                if conn.wants_write() {
+                let processed = st.conn.process_new_packets();
+                if st.conn.wants_write() {
                     // An alert, or the answer to a key update (RFC 8446 §4.6.3).
-                    let sent = self.send(conn);
-                    conn = lock(&self.shared.conn);
+                    let sent = self.send(st);
+                    st = lock(&self.shared.state);
                     if processed.is_ok() {
                         sent?;
                     }
@@ -424,28 +431,29 @@ impl Read for TlsChannel {
                     // channel; the peer learns why from the alert, if it can.
                     return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                 }
-                if self.eof && self.pending.is_empty() {
-                    if let Ok(n) = conn.reader().read(buf) {
+                if st.eof && st.pending.is_empty() {
+                    if let Ok(n) = st.conn.reader().read(buf) {
                         return Ok(n);
                     }
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
             }
-            drop(conn);
+            drop(st);
             // Block on the socket without the lock (a writer may need it meanwhile).
             self.inbuf.resize(READ_CHUNK, 0);
             let n = (&*self.sock).read(&mut self.inbuf)?;
-            self.pending = 0..n;
-            self.eof = n == 0;
+            let mut st = lock(&self.shared.state);
+            st.pending.extend_from_slice(&self.inbuf[..n]);
+            st.eof |= n == 0;
         }
     }
 }
 
 impl Write for TlsChannel {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut conn = lock(&self.shared.conn);
-        conn.writer().write_all(buf)?;
-        self.send(conn)?;
+        let mut st = lock(&self.shared.state);
+        st.conn.writer().write_all(buf)?;
+        self.send(st)?;
         Ok(buf.len())
     }
 
@@ -460,8 +468,6 @@ impl Channel for TlsChannel {
             sock: self.sock.clone(),
             shared: self.shared.clone(),
             inbuf: Vec::new(),
-            pending: 0..0,
-            eof: false,
         }))
     }
 
@@ -569,6 +575,27 @@ mod tests {
         fn close_after_write(&self) {
             let _ = self.sock.shutdown(Shutdown::Write);
         }
+    }
+
+    #[test]
+    fn what_one_handle_read_from_the_socket_another_handle_reads_on() {
+        let d = cluster("handles", &["p", "b"]);
+        let (s, c) = pair(
+            Credentials::load(&d, "p", b"t").unwrap(),
+            Credentials::load(&d, "b", b"t").unwrap(),
+        );
+        let (mut s, mut first) = (s.unwrap(), c.unwrap());
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        s.write_all(&data).unwrap();
+        let mut got = vec![0u8; 1000];
+        first.read_exact(&mut got).unwrap();
+        // The first handle read more than it returned; the second one goes on from there.
+        let mut second = first.try_clone_channel().unwrap();
+        drop(first);
+        got.resize(data.len(), 0);
+        second.read_exact(&mut got[1000..]).unwrap();
+        assert!(got == data);
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

@@ -41,8 +41,16 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// A free port, different from those in `taken` (the kernel may hand out a port again
+/// once its listener is closed).
+fn free_port(taken: &mut Vec<u16>) -> Result<u16> {
+    loop {
+        let p = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if !taken.contains(&p) {
+            taken.push(p);
+            return Ok(p);
+        }
+    }
 }
 
 /// Start `ftvm ARGS`, its stderr copied to `DIR/NAME.log` and its `ftvm:` lines shown
@@ -121,10 +129,11 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
     super::keys::fresh_cluster(&keys, &[SLOTS[0], SLOTS[1], SLOTS[2], "arbiter"])
         .with_context(|| format!("cannot make the demo's credentials in {}", keys.display()))?;
 
-    let port = |i: u16| -> Result<u16> {
+    let mut taken = Vec::new();
+    let mut port = |i: u16| -> Result<u16> {
         match args.base_port {
             Some(b) => Ok(b + i),
-            None => free_port(),
+            None => free_port(&mut taken),
         }
     };
     let (sw, arb, fwd) = (port(0)?, port(1)?, port(2)?);
