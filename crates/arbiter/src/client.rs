@@ -36,20 +36,7 @@ impl ArbiterClient {
         if secret.is_empty() {
             return Err(ArbiterError::EmptySecret);
         }
-        let mut last = None;
-        for a in addr.to_socket_addrs()? {
-            match TcpStream::connect_timeout(&a, timeout) {
-                Ok(stream) => {
-                    stream.set_nodelay(true)?;
-                    stream.set_read_timeout(Some(timeout))?;
-                    stream.set_write_timeout(Some(timeout))?;
-                    let chan = Channel::client(stream, secret)?;
-                    return Ok(ArbiterClient { chan: Some(chan) });
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.map_or(ArbiterError::Closed, ArbiterError::from))
+        dial(addr, timeout, |stream| Channel::client(stream, secret))
     }
 
     /// [`ArbiterClient::connect`] over TLS 1.3 with this node's `creds` (for
@@ -60,20 +47,9 @@ impl ArbiterClient {
         arbiter: &str,
         timeout: Duration,
     ) -> Result<ArbiterClient, ArbiterError> {
-        let mut last = None;
-        for a in addr.to_socket_addrs()? {
-            match TcpStream::connect_timeout(&a, timeout) {
-                Ok(stream) => {
-                    stream.set_nodelay(true)?;
-                    stream.set_read_timeout(Some(timeout))?;
-                    stream.set_write_timeout(Some(timeout))?;
-                    let chan = Channel::tls_client(stream, creds, arbiter)?;
-                    return Ok(ArbiterClient { chan: Some(chan) });
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.map_or(ArbiterError::Closed, ArbiterError::from))
+        dial(addr, timeout, |stream| {
+            Channel::tls_client(stream, creds, arbiter)
+        })
     }
 
     fn call(&mut self, req: &Request) -> Result<Reply, ArbiterError> {
@@ -211,4 +187,28 @@ impl ftvm_world::Arbiter for RemoteArbiter {
     fn current(&self, vm: &str) -> Result<Option<u64>, ArbiterFailure> {
         self.connect()?.current(vm).map_err(failure)
     }
+}
+
+/// Connect to the first of `addr`'s addresses that answers within `timeout` and open
+/// the channel on it with `open` (the handshake of the chosen mode).
+fn dial(
+    addr: impl ToSocketAddrs,
+    timeout: Duration,
+    open: impl FnOnce(TcpStream) -> Result<Channel, ArbiterError>,
+) -> Result<ArbiterClient, ArbiterError> {
+    let mut last = None;
+    for a in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&a, timeout) {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                stream.set_read_timeout(Some(timeout))?;
+                stream.set_write_timeout(Some(timeout))?;
+                return Ok(ArbiterClient {
+                    chan: Some(open(stream)?),
+                });
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map_or(ArbiterError::Closed, ArbiterError::from))
 }
