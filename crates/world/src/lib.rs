@@ -26,3 +26,4 @@ pub use entropy::Entropy;
 pub use hostclock::Clock;
 pub use mio;
 pub use net::Net;
+pub use rustls;
