@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// The switch's `--vm` for the test VM t: ftvm's guest MAC.
+const GUEST_VM_MAC: &str = "t=52:54:00:12:34:56";
+
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -137,8 +140,13 @@ impl Cluster {
         let keys = dir.join("keys");
         let _ = std::fs::remove_dir_all(&keys);
         let k = keys.to_str().unwrap();
+        // The cluster services, then the nodes of VM t.
         let made = ftvm(&[
-            "keys", "--dir", k, "--ca", "--node", "P", "--node", "B", "--node", "arbiter",
+            "keys", "--dir", k, "--ca", "--node", "arbiter", "--node", "switch",
+        ]);
+        assert!(made.status.success(), "{made:?}");
+        let made = ftvm(&[
+            "keys", "--dir", k, "--node", "P", "--node", "B", "--vm", "t",
         ]);
         assert!(made.status.success(), "{made:?}");
         let mut c = Cluster {
@@ -246,19 +254,21 @@ impl Cluster {
         self.spawn(log, &a);
     }
 
-    /// The switch process (again, after it was killed: same ports), as `log`.
+    /// The switch process (again, after it was killed: same ports), as `log`; over
+    /// TLS with VM t's MAC, unless `plaintext`.
     fn start_switch(&mut self, log: &str) {
         let (sw, fwd) = (self.sw, self.fwd);
-        self.spawn(
-            log,
-            &[
-                "switch",
-                "--listen",
-                &format!("127.0.0.1:{sw}"),
-                "--hostfwd",
-                &format!("tcp:127.0.0.1:{fwd}-:7777"),
-            ],
+        let (listen, hostfwd) = (
+            format!("127.0.0.1:{sw}"),
+            format!("tcp:127.0.0.1:{fwd}-:7777"),
         );
+        let keys = self.keys.display().to_string();
+        let mut args = vec!["switch", "--listen", &listen, "--hostfwd", &hostfwd];
+        match self.plaintext {
+            true => args.push("--insecure-plaintext"),
+            false => args.extend(["--tls", &keys, "--vm", GUEST_VM_MAC]),
+        }
+        self.spawn(log, &args);
         wait_listening(sw);
     }
 
@@ -983,6 +993,8 @@ fn a_backup_with_a_certificate_of_another_cluster_is_refused_on_both_sides() {
         "--ca",
         "--node",
         "B",
+        "--vm",
+        "t",
     ]);
     assert!(made.status.success(), "{made:?}");
     let secret = c.secret.clone();
