@@ -296,7 +296,11 @@ impl Switch {
             let Some(port) = self.ports.get_mut(&id) else {
                 continue;
             };
+            let named = port.name.is_some();
             let (frames, closed) = port.receive(&mut self.chunk, READ_BUDGET);
+            if !named && port.name.is_some() {
+                add(&self.metrics.ports_connected, 1);
+            }
             busy |= !frames.is_empty() || closed.is_some();
             if port.allowed == Allowed::Pending {
                 if let (Some(c), Some((_, macs))) = (&port.credential, &self.tls) {
