@@ -1099,3 +1099,119 @@ fn a_primary_whose_offer_names_another_node_than_its_certificate_is_refused() {
         c.log("B")
     );
 }
+
+/// Wait (bounded) until `name`'s log contains `needle`.
+fn wait_log(c: &Cluster, name: &str, needle: &str) {
+    let t = Instant::now();
+    while !c.log(name).contains(needle) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no '{needle}' in {name}.log\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_backup_with_a_certificate_for_another_vm_is_refused_on_both_sides() {
+    let _one = serial();
+    let mut c = Cluster::new("ft-tls-other-vm");
+    let p = free_port();
+    c.primary("P", p);
+    c.wait_counter();
+    // A valid certificate of this cluster, for another VM.
+    let made = ftvm(&[
+        "keys",
+        "--dir",
+        c.keys.to_str().unwrap(),
+        "--node",
+        "X",
+        "--vm",
+        "other",
+    ]);
+    assert!(made.status.success(), "{made:?}");
+    // Claiming VM t with it: refused at start.
+    let secret = c.secret.clone();
+    c.backup("X", free_port(), p, &secret);
+    assert_eq!(c.exit_code("X", Duration::from_secs(30)), Some(2));
+    assert!(
+        c.log("X").contains("is for VM other, not for VM t"),
+        "{}",
+        c.log("X")
+    );
+    // As a node of VM other: the primary of VM t and it refuse each other.
+    let mut a = vec![
+        "backup".to_string(),
+        "--primary".into(),
+        format!("127.0.0.1:{p}"),
+    ];
+    a.extend(c.node_args("X", free_port(), &secret).into_iter().map(|s| {
+        if s == "t" {
+            "other".into()
+        } else {
+            s
+        }
+    }));
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    c.spawn("X-other", &a);
+    wait_log(&c, "P", "holds a certificate for VM other, not for VM t");
+    wait_log(&c, "X-other", "is for VM t, not for VM other");
+    assert_eq!(c.state("P"), ("primary".into(), "unprotected".into()));
+    assert!(c.counter("inc").is_ok());
+}
+
+#[test]
+fn the_switch_process_refuses_impostors_and_keeps_serving_the_guest() {
+    use ftvm_switch::{SwitchPort, SWITCH_ALPN};
+    use ftvm_world::tls::Credentials;
+    let _one = serial();
+    let mut c = Cluster::new("ft-tls-switch");
+    c.primary("P", free_port());
+    let first = c.wait_counter();
+    let sw: std::net::SocketAddr = format!("127.0.0.1:{}", c.sw).parse().unwrap();
+    // A slow-loris client: the start of a TLS record, then silence.
+    let mut loris = TcpStream::connect(sw).unwrap();
+    loris.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    loris
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let t = Instant::now();
+    // A node of another VM claims the guest's MAC: a gratuitous ARP, as at go-live.
+    let made = ftvm(&[
+        "keys",
+        "--dir",
+        c.keys.to_str().unwrap(),
+        "--node",
+        "R",
+        "--vm",
+        "other",
+    ]);
+    assert!(made.status.success(), "{made:?}");
+    let creds = Credentials::load(&c.keys, "R", SWITCH_ALPN).unwrap();
+    let mut rogue = SwitchPort::connect_tls(sw, "P", &creds).unwrap();
+    let guest_mac = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+    for _ in 0..3 {
+        rogue
+            .announce(guest_mac, std::net::Ipv4Addr::new(10, 0, 2, 15))
+            .unwrap();
+    }
+    wait_log(&c, "switch", "refusing frames from a source address");
+    // The plaintext protocol to the TLS switch.
+    let mut plain = SwitchPort::connect(sw, "P").unwrap();
+    let _ = plain.announce(guest_mac, std::net::Ipv4Addr::new(10, 0, 2, 15));
+    wait_log(&c, "switch", "refused");
+    // The guest is still reached through the switch, the impostors aside.
+    for _ in 0..5 {
+        assert!(c.counter("inc").unwrap() > first, "{}", c.logs());
+    }
+    // The slow client is dropped after the handshake deadline (5 s).
+    let mut b = [0u8; 16];
+    assert!(matches!(loris.read(&mut b), Ok(0) | Err(_)));
+    let after = t.elapsed();
+    assert!(after >= Duration::from_secs(4), "{after:?}");
+    assert!(after < Duration::from_secs(15), "{after:?}");
+    wait_log(&c, "switch", "the TLS handshake did not finish in time");
+    assert!(c.counter("inc").is_ok());
+    drop(rogue);
+}
