@@ -245,9 +245,8 @@ fn an_expired_certificate_is_refused() {
     // The switch's alert reaches the port.
     let mut e = None;
     wait_until("the port to learn it", || {
-        match port.try_recv() {
-            Err(x) => e = Some(x.to_string()),
-            Ok(_) => {}
+        if let Err(x) = port.try_recv() {
+            e = Some(x.to_string());
         }
         e.is_some()
     });
