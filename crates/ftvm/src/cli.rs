@@ -79,14 +79,16 @@ pub struct NodeArgs {
     /// --insecure-plaintext).
     #[arg(long, value_name = "FILE")]
     pub secret_file: PathBuf,
-    /// The cluster's credentials (`ftvm keys`): the logging channel runs over TLS 1.3,
-    /// authenticated both ways by `DIR/ca.pem`, with this node's `DIR/NAME.pem` and
-    /// `DIR/NAME.key` (NAME from --name, the identity the peer sees).
+    /// The cluster's credentials (`ftvm keys`): the logging channel, the arbiter
+    /// protocol and the switch port run over TLS 1.3, authenticated both ways by
+    /// `DIR/ca.pem`, with this node's `DIR/NAME.pem` and `DIR/NAME.key` (NAME from
+    /// --name, the identity the peer sees; the certificate must be for --vm).
     #[arg(long, value_name = "DIR", env = "FTVM_TLS", requires = "name")]
     pub tls: Option<PathBuf>,
     /// Run the logging channel and the arbiter protocol in clear, authenticated only
-    /// once at connect time by the cluster secret: anyone on the path reads guest
-    /// memory and can forge acks.
+    /// once at connect time by the cluster secret, and the switch port in clear (to an
+    /// `ftvm switch --insecure-plaintext`): anyone on the path reads guest memory and
+    /// can forge acks.
     #[arg(long, conflicts_with = "tls")]
     pub insecure_plaintext: bool,
     /// With --tls: the arbiter's node name (its certificate's).
@@ -213,6 +215,11 @@ pub struct KeysArgs {
     /// CA in DIR (repeatable).
     #[arg(long, value_name = "NAME")]
     pub node: Vec<String>,
+    /// The VM these nodes run (a primary, a backup, a spare): their certificates name
+    /// it, and they may pair only with nodes of this VM and use only its MAC on the
+    /// switch. Without it: cluster services (the arbiter, the switch).
+    #[arg(long, value_name = "VM", requires = "node")]
+    pub vm: Option<String>,
     /// Node certificates are valid for this many days.
     #[arg(long, value_name = "DAYS", default_value_t = 365)]
     pub days: u32,
@@ -230,6 +237,21 @@ pub struct SwitchArgs {
     /// (repeatable).
     #[arg(long, value_name = "SPEC")]
     pub hostfwd: Vec<String>,
+    /// The cluster's credentials (`ftvm keys`): ports connect over TLS 1.3 with their
+    /// node certificates, and each may send only with its certificate's VM's MAC.
+    #[arg(long, value_name = "DIR", env = "FTVM_TLS")]
+    pub tls: Option<PathBuf>,
+    /// With --tls: this switch's node name (DIR/NAME.pem, DIR/NAME.key).
+    #[arg(long, value_name = "NAME", default_value = "switch")]
+    pub name: String,
+    /// With --tls: VM's guest NIC has this MAC address (repeatable, one per VM; ftvm's
+    /// guests have 52:54:00:12:34:56). Only ports whose certificate is for VM may
+    /// send with it; a port of a VM not listed may send nothing.
+    #[arg(long, value_name = "VM=MAC", requires = "tls")]
+    pub vm: Vec<String>,
+    /// Let any process plug in and send with any MAC address, in clear.
+    #[arg(long, conflicts_with = "tls")]
+    pub insecure_plaintext: bool,
 }
 
 #[derive(Args)]
@@ -325,10 +347,14 @@ pub struct DeviceArgs {
     pub disk: Option<String>,
     /// Network: `none`; `user[,hostfwd=tcp:[HOSTADDR]:HOSTPORT-:GUESTPORT]...` for
     /// user-mode networking inside this process (guest 10.0.2.15/24, gateway
-    /// 10.0.2.2); or `switch=ADDR` to plug the NIC into an `ftvm switch` process.
+    /// 10.0.2.2); or `switch=ADDR` to plug the NIC into an `ftvm switch` process
+    /// (`switch=ADDR,tls=DIR,name=NODE` over TLS with NODE's certificate in DIR).
     /// Default: `user` for the default guest, `none` otherwise. A network makes the run
     /// live: guest time follows host time.
-    #[arg(long, value_name = "none|user[,hostfwd=...]|switch=ADDR")]
+    #[arg(
+        long,
+        value_name = "none|user[,hostfwd=...]|switch=ADDR[,tls=DIR,name=NODE]"
+    )]
     pub net: Option<String>,
     /// Console input: `stdin` sends host stdin to the guest's serial port (a terminal
     /// goes into raw mode; Ctrl-A x quits), `none` sends nothing, `auto` is `stdin`

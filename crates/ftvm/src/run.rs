@@ -11,6 +11,7 @@ use ftvm_usernet::{parse_hostfwd, UserNet};
 use ftvm_world::console::StdinConsole;
 use ftvm_world::disk::{DiskImage, DiskMode};
 use ftvm_world::entropy::HostEntropy;
+use ftvm_world::tls::Credentials;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,8 +42,13 @@ pub fn disk_spec(spec: &str) -> Result<(PathBuf, DiskMode)> {
     Ok((PathBuf::from(path), mode))
 }
 
-/// Open the world side of the devices and say what the guest will see.
-pub fn devices(d: &DeviceArgs, default_net: bool) -> Result<(DeviceConfig, Backends)> {
+/// Open the world side of the devices and say what the guest will see. A switch port
+/// runs over TLS with `switch_tls` (a node's credentials) or with those its spec names.
+pub fn devices(
+    d: &DeviceArgs,
+    default_net: bool,
+    switch_tls: Option<&Credentials>,
+) -> Result<(DeviceConfig, Backends)> {
     let mut cfg = DeviceConfig::default();
     let mut backends = Backends::default();
     if let Some(spec) = &d.disk {
@@ -89,9 +95,29 @@ pub fn devices(d: &DeviceArgs, default_net: bool) -> Result<(DeviceConfig, Backe
             let addr: std::net::SocketAddr = s["switch=".len()..]
                 .parse()
                 .with_context(|| format!("--net {net}: expected switch=IP:PORT"))?;
+            let (mut dir, mut node) = (None, None);
+            for opt in parts {
+                match opt.split_once('=') {
+                    Some(("tls", d)) => dir = Some(PathBuf::from(d)),
+                    Some(("name", n)) => node = Some(n.to_string()),
+                    _ => bail!("unknown --net switch option '{opt}' (expected tls=DIR or name=NODE)"),
+                }
+            }
+            let own = match (dir, node) {
+                (Some(dir), Some(node)) => Some(
+                    Credentials::load(&dir, &node, ftvm_switch::SWITCH_ALPN).with_context(|| {
+                        format!("cannot use {node}'s credentials in '{}'", dir.display())
+                    })?,
+                ),
+                (None, None) => None,
+                _ => bail!("--net {net}: tls=DIR and name=NODE go together"),
+            };
             let name = format!("ftvm-{}", std::process::id());
-            let port = ftvm_switch::SwitchPort::connect(addr, &name)
-                .map_err(|e| anyhow::anyhow!("{e}"))?; // the error names the switch and the cause
+            let port = match own.as_ref().or(switch_tls) {
+                Some(creds) => ftvm_switch::SwitchPort::connect_tls(addr, &name, creds),
+                None => ftvm_switch::SwitchPort::connect(addr, &name),
+            }
+            .map_err(|e| anyhow::anyhow!("{e}"))?; // the error names the switch and the cause
             eprintln!("ftvm: NIC plugged into the switch at {addr}");
             cfg.net = Some(GUEST_MAC);
             cfg.rng = true;
@@ -100,7 +126,7 @@ pub fn devices(d: &DeviceArgs, default_net: bool) -> Result<(DeviceConfig, Backe
                 HostEntropy::open().context("cannot open /dev/urandom")?,
             ));
         }
-        _ => bail!("--net must be 'none', 'user[,hostfwd=...]' or 'switch=ADDR', not '{net}'"),
+        _ => bail!("--net must be 'none', 'user[,hostfwd=...]' or 'switch=ADDR[,tls=DIR,name=NODE]', not '{net}'"),
     }
     let console = match d.console {
         ConsoleMode::Auto => std::io::stdin().is_terminal(),
@@ -151,7 +177,7 @@ pub fn boot_config(a: &MachineArgs, devices: DeviceConfig) -> Result<BootConfig>
 
 pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode> {
     let default_guest = args.machine.kernel.is_none() && args.restore.is_none();
-    let (devices, backends) = devices(&args.devices, default_guest)?;
+    let (devices, backends) = devices(&args.devices, default_guest, None)?;
     let cfg = match &args.restore {
         Some(_) => None,
         None => Some(boot_config(&args.machine, devices)?),

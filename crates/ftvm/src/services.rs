@@ -29,13 +29,52 @@ pub fn switch(args: &SwitchArgs) -> Result<ExitCode> {
         ..ftvm_usernet::Config::default()
     };
     let mut sw = ftvm_switch::Switch::bind(args.listen, cfg)?;
-    eprintln!("ftvm: switch listening for VMs on {}", sw.local_addr());
+    match (&args.tls, args.insecure_plaintext) {
+        (Some(dir), _) => {
+            let creds = ftvm_world::tls::Credentials::load(dir, &args.name, ftvm_switch::SWITCH_ALPN)
+                .with_context(|| format!("cannot use {}'s credentials in '{}'", args.name, dir.display()))?;
+            let mut macs = std::collections::BTreeMap::new();
+            for a in &args.vm {
+                let (vm, mac) = parse_vm_mac(a)?;
+                if macs.insert(vm.clone(), mac).is_some() {
+                    bail!("--vm {a}: VM {vm} has a MAC address already");
+                }
+            }
+            sw = sw.with_tls(Arc::new(creds), macs)?;
+            eprintln!("ftvm: switch listening for VMs on {} (TLS, as {})", sw.local_addr(), args.name);
+            for a in &args.vm {
+                eprintln!("ftvm: VM {a}");
+            }
+        }
+        (None, true) => eprintln!("ftvm: switch listening for VMs on {} (in clear: anyone may plug in as anyone)", sw.local_addr()),
+        (None, false) => bail!(
+            "the switch needs credentials: --tls DIR with its certificate (made by `ftvm keys`) and --vm VM=MAC for each VM, or --insecure-plaintext to let anyone plug in"
+        ),
+    }
     for a in sw.hostfwd_addrs() {
         eprintln!("ftvm: forwarding host {a} to the guest");
     }
     let stop = stop_on_signals()?;
     sw.run_until(&stop)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A `--vm VM=MAC` assignment.
+fn parse_vm_mac(s: &str) -> Result<(String, ftvm_switch::Mac)> {
+    let (vm, mac) = s
+        .split_once('=')
+        .with_context(|| format!("--vm {s}: expected VM=MAC, e.g. vm0=52:54:00:12:34:56"))?;
+    ftvm_world::keys::check_vm(vm)?;
+    let bytes: Vec<u8> = mac
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()
+        .ok()
+        .filter(|b: &Vec<u8>| b.len() == 6 && mac.len() == 17)
+        .with_context(|| {
+            format!("--vm {s}: '{mac}' is not a MAC address like 52:54:00:12:34:56")
+        })?;
+    Ok((vm.to_string(), bytes.try_into().expect("6 bytes")))
 }
 
 /// `ftvm arbiter`.

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// The switch's `--vm` for the test VM t: ftvm's guest MAC.
+const GUEST_VM_MAC: &str = "t=52:54:00:12:34:56";
+
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -137,8 +140,13 @@ impl Cluster {
         let keys = dir.join("keys");
         let _ = std::fs::remove_dir_all(&keys);
         let k = keys.to_str().unwrap();
+        // The cluster services, then the nodes of VM t.
         let made = ftvm(&[
-            "keys", "--dir", k, "--ca", "--node", "P", "--node", "B", "--node", "arbiter",
+            "keys", "--dir", k, "--ca", "--node", "arbiter", "--node", "switch",
+        ]);
+        assert!(made.status.success(), "{made:?}");
+        let made = ftvm(&[
+            "keys", "--dir", k, "--node", "P", "--node", "B", "--vm", "t",
         ]);
         assert!(made.status.success(), "{made:?}");
         let mut c = Cluster {
@@ -246,19 +254,21 @@ impl Cluster {
         self.spawn(log, &a);
     }
 
-    /// The switch process (again, after it was killed: same ports), as `log`.
+    /// The switch process (again, after it was killed: same ports), as `log`; over
+    /// TLS with VM t's MAC, unless `plaintext`.
     fn start_switch(&mut self, log: &str) {
         let (sw, fwd) = (self.sw, self.fwd);
-        self.spawn(
-            log,
-            &[
-                "switch",
-                "--listen",
-                &format!("127.0.0.1:{sw}"),
-                "--hostfwd",
-                &format!("tcp:127.0.0.1:{fwd}-:7777"),
-            ],
+        let (listen, hostfwd) = (
+            format!("127.0.0.1:{sw}"),
+            format!("tcp:127.0.0.1:{fwd}-:7777"),
         );
+        let keys = self.keys.display().to_string();
+        let mut args = vec!["switch", "--listen", &listen, "--hostfwd", &hostfwd];
+        match self.plaintext {
+            true => args.push("--insecure-plaintext"),
+            false => args.extend(["--tls", &keys, "--vm", GUEST_VM_MAC]),
+        }
+        self.spawn(log, &args);
         wait_listening(sw);
     }
 
@@ -1094,6 +1104,8 @@ fn a_backup_with_a_certificate_of_another_cluster_is_refused_on_both_sides() {
         "--ca",
         "--node",
         "B",
+        "--vm",
+        "t",
     ]);
     assert!(made.status.success(), "{made:?}");
     let secret = c.secret.clone();
@@ -1197,4 +1209,120 @@ fn a_primary_whose_offer_names_another_node_than_its_certificate_is_refused() {
         "{}",
         c.log("B")
     );
+}
+
+/// Wait (bounded) until `name`'s log contains `needle`.
+fn wait_log(c: &Cluster, name: &str, needle: &str) {
+    let t = Instant::now();
+    while !c.log(name).contains(needle) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no '{needle}' in {name}.log\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_backup_with_a_certificate_for_another_vm_is_refused_on_both_sides() {
+    let _one = serial();
+    let mut c = Cluster::new("ft-tls-other-vm");
+    let p = free_port();
+    c.primary("P", p);
+    c.wait_counter();
+    // A valid certificate of this cluster, for another VM.
+    let made = ftvm(&[
+        "keys",
+        "--dir",
+        c.keys.to_str().unwrap(),
+        "--node",
+        "X",
+        "--vm",
+        "other",
+    ]);
+    assert!(made.status.success(), "{made:?}");
+    // Claiming VM t with it: refused at start.
+    let secret = c.secret.clone();
+    c.backup("X", free_port(), p, &secret);
+    assert_eq!(c.exit_code("X", Duration::from_secs(30)), Some(2));
+    assert!(
+        c.log("X").contains("is for VM other, not for VM t"),
+        "{}",
+        c.log("X")
+    );
+    // As a node of VM other: the primary of VM t and it refuse each other.
+    let mut a = vec![
+        "backup".to_string(),
+        "--primary".into(),
+        format!("127.0.0.1:{p}"),
+    ];
+    a.extend(c.node_args("X", free_port(), &secret).into_iter().map(|s| {
+        if s == "t" {
+            "other".into()
+        } else {
+            s
+        }
+    }));
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    c.spawn("X-other", &a);
+    wait_log(&c, "P", "holds a certificate for VM other, not for VM t");
+    wait_log(&c, "X-other", "is for VM t, not for VM other");
+    assert_eq!(c.state("P"), ("primary".into(), "unprotected".into()));
+    assert!(c.counter("inc").is_ok());
+}
+
+#[test]
+fn the_switch_process_refuses_impostors_and_keeps_serving_the_guest() {
+    use ftvm_switch::{SwitchPort, SWITCH_ALPN};
+    use ftvm_world::tls::Credentials;
+    let _one = serial();
+    let mut c = Cluster::new("ft-tls-switch");
+    c.primary("P", free_port());
+    let first = c.wait_counter();
+    let sw: std::net::SocketAddr = format!("127.0.0.1:{}", c.sw).parse().unwrap();
+    // A slow-loris client: the start of a TLS record, then silence.
+    let mut loris = TcpStream::connect(sw).unwrap();
+    loris.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    loris
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let t = Instant::now();
+    // A node of another VM claims the guest's MAC: a gratuitous ARP, as at go-live.
+    let made = ftvm(&[
+        "keys",
+        "--dir",
+        c.keys.to_str().unwrap(),
+        "--node",
+        "R",
+        "--vm",
+        "other",
+    ]);
+    assert!(made.status.success(), "{made:?}");
+    let creds = Credentials::load(&c.keys, "R", SWITCH_ALPN).unwrap();
+    let mut rogue = SwitchPort::connect_tls(sw, "P", &creds).unwrap();
+    let guest_mac = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+    for _ in 0..3 {
+        rogue
+            .announce(guest_mac, std::net::Ipv4Addr::new(10, 0, 2, 15))
+            .unwrap();
+    }
+    wait_log(&c, "switch", "refusing frames from a source address");
+    // The plaintext protocol to the TLS switch.
+    let mut plain = SwitchPort::connect(sw, "P").unwrap();
+    let _ = plain.announce(guest_mac, std::net::Ipv4Addr::new(10, 0, 2, 15));
+    wait_log(&c, "switch", "refused");
+    // The guest is still reached through the switch, the impostors aside.
+    for _ in 0..5 {
+        assert!(c.counter("inc").unwrap() > first, "{}", c.logs());
+    }
+    // The slow client is dropped after the handshake deadline (5 s).
+    let mut b = [0u8; 16];
+    assert!(matches!(loris.read(&mut b), Ok(0) | Err(_)));
+    let after = t.elapsed();
+    assert!(after >= Duration::from_secs(4), "{after:?}");
+    assert!(after < Duration::from_secs(15), "{after:?}");
+    wait_log(&c, "switch", "the TLS handshake did not finish in time");
+    assert!(c.counter("inc").is_ok());
+    drop(rogue);
 }

@@ -58,6 +58,7 @@ fn the_counter_is_reached_through_a_separate_switch_process() {
         &format!("127.0.0.1:{sw}"),
         "--hostfwd",
         &format!("tcp:127.0.0.1:{fwd}-:7777"),
+        "--insecure-plaintext",
     ]);
     wait_listening(sw);
     let _vm = spawn(&[

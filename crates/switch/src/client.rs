@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use ftvm_world::mio::unix::SourceFd;
 use ftvm_world::mio::{Interest, Registry, Token};
+use ftvm_world::tls::{Credentials, TlsError};
 
 use crate::table::Mac;
+use crate::transport::Transport;
 use crate::wire::{self, Decoder, Outbox, MAX_MESSAGE};
 use crate::SwitchError;
 
@@ -24,7 +26,7 @@ const RECV_BATCH: usize = 256;
 /// A connection to a [`crate::Switch`], non-blocking after the hello.
 #[derive(Debug)]
 pub struct SwitchPort {
-    stream: TcpStream,
+    stream: Transport,
     decoder: Decoder,
     outbox: Outbox,
     inbox: VecDeque<Vec<u8>>,
@@ -36,7 +38,29 @@ pub struct SwitchPort {
 impl SwitchPort {
     /// Connects to the switch at `addr` and introduces the port as `name`
     /// (printable ASCII, 1..=64 bytes; e.g. the VM node's name).
+    /// The connection runs in clear: the switch must be one without TLS
+    /// (`--insecure-plaintext`).
     pub fn connect(addr: SocketAddr, name: &str) -> Result<SwitchPort, SwitchError> {
+        SwitchPort::open(addr, name, None)
+    }
+
+    /// Like [`SwitchPort::connect`], over TLS 1.3 with this node's `creds` (loaded for
+    /// [`crate::SWITCH_ALPN`]): the switch must hold a certificate of the cluster CA,
+    /// and it lets the port send only with the MAC address of the VM `creds` are for.
+    /// The handshake blocks (at most a few seconds); the port is non-blocking after.
+    pub fn connect_tls(
+        addr: SocketAddr,
+        name: &str,
+        creds: &Credentials,
+    ) -> Result<SwitchPort, SwitchError> {
+        SwitchPort::open(addr, name, Some(creds))
+    }
+
+    fn open(
+        addr: SocketAddr,
+        name: &str,
+        creds: Option<&Credentials>,
+    ) -> Result<SwitchPort, SwitchError> {
         let hello = wire::encode_hello(name).map_err(SwitchError::Protocol)?;
         let err = |source| SwitchError::Connect { addr, source };
         let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(err)?;
@@ -44,8 +68,34 @@ impl SwitchPort {
         stream
             .set_write_timeout(Some(CONNECT_TIMEOUT))
             .map_err(err)?;
-        stream.write_all(&hello).map_err(err)?;
-        stream.set_nonblocking(true).map_err(err)?;
+        stream
+            .set_read_timeout(Some(CONNECT_TIMEOUT))
+            .map_err(err)?;
+        let stream = match creds {
+            None => {
+                stream.write_all(&hello).map_err(err)?;
+                Transport::Plain(stream)
+            }
+            Some(creds) => {
+                let mut conn = creds.client_connection(addr).map_err(SwitchError::Tls)?;
+                let shake = |e| SwitchError::Tls(TlsError::Handshake(e));
+                while conn.is_handshaking() {
+                    conn.complete_io(&mut stream).map_err(shake)?;
+                }
+                // In TLS 1.3 the server judges our certificate after our last flight
+                // (RFC 8446 §4.4.2): a refusal shows as an alert on the first read.
+                conn.writer().write_all(&hello).map_err(err)?;
+                while conn.wants_write() {
+                    conn.write_tls(&mut stream).map_err(err)?;
+                }
+                Transport::Tls {
+                    sock: stream,
+                    conn: Box::new(conn.into()),
+                }
+            }
+        };
+        let (Transport::Plain(s) | Transport::Tls { sock: s, .. }) = &stream;
+        s.set_nonblocking(true).map_err(err)?;
         Ok(SwitchPort {
             stream,
             decoder: Decoder::default(),
@@ -74,6 +124,7 @@ impl SwitchPort {
         self.outbox
             .flush(&mut self.stream)
             .map_err(SwitchError::Io)?;
+        self.stream.push().map_err(SwitchError::Io)?;
         Ok(())
     }
 
@@ -107,7 +158,11 @@ impl SwitchPort {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(SwitchError::Io(e)),
+                Err(e) => {
+                    // A TLS failure (the switch refused our certificate) ends the port.
+                    self.closed = e.kind() == ErrorKind::InvalidData;
+                    return Err(SwitchError::Io(e));
+                }
             };
             self.decoder.push(&self.chunk[..n]);
             while let Some(frame) = self.decoder.next_message().map_err(SwitchError::Protocol)? {

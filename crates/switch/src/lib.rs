@@ -25,9 +25,23 @@
 //! e.g. the VM node's name). Every later message is one Ethernet frame (destination,
 //! source, type, payload; no FCS). The switch sends nothing before the hello and does not
 //! answer it. A message with a bad length or a bad hello closes the connection; a frame
-//! shorter than an Ethernet header is dropped and counted. There is no authentication:
-//! anyone who can connect can join the network, so bind to loopback (or add a cluster
-//! secret to the hello, as the logging channel has, before binding elsewhere).
+//! shorter than an Ethernet header is dropped and counted.
+//!
+//! # Authentication (issue 12)
+//! With [`Switch::with_tls`] the stream above runs inside TLS 1.3 (ALPN [`SWITCH_ALPN`]),
+//! both sides authenticated by certificates of the cluster CA (`ftvm keys`): the switch
+//! asks for the port's certificate and closes, logs and counts a connection without a
+//! valid one (a foreign CA, an expired certificate, none, or plaintext), and one whose
+//! handshake does not finish within [`Limits::handshake_timeout`]. Who may send what
+//! comes from the certificate: the switch is told each VM's MAC address
+//! (`ftvm switch --vm VM=MAC`), and a port whose certificate is for VM may send only
+//! frames whose source (and, in ARP, sender) address is VM's MAC; other frames are
+//! dropped, counted (`frames_refused`) and logged once per port. A certificate for no
+//! VM (a cluster service's) or for a VM without a MAC here may send nothing. Both nodes
+//! of a VM hold certificates for it, so the backup that goes live plugs in and
+//! announces the same MAC. A unicast frame for a VM's MAC that has no port just now is
+//! flooded to that VM's ports only. Without TLS (`--insecure-plaintext`) there is no
+//! authentication: anyone who can connect can join the network with any address.
 //!
 //! ```no_run
 //! use std::sync::atomic::AtomicBool;
@@ -59,6 +73,7 @@ mod metrics;
 mod port;
 mod switch;
 mod table;
+mod transport;
 pub mod wire;
 
 pub use client::{gratuitous_arp, SwitchPort, PORT_QUEUE_BYTES};
@@ -67,6 +82,9 @@ pub use switch::{fmt_mac, Limits, PortInfo, Switch};
 pub use table::{is_group, Mac, PortId, GATEWAY};
 
 use std::net::SocketAddr;
+
+/// The switch port protocol's name in TLS (ALPN, RFC 7301).
+pub const SWITCH_ALPN: &[u8] = b"ftvm-switch/1";
 
 /// Errors of the switch and its ports.
 #[derive(Debug, thiserror::Error)]
@@ -101,4 +119,10 @@ pub enum SwitchError {
     /// A socket error on an established connection.
     #[error("switch connection failed: {0}")]
     Io(#[source] std::io::Error),
+    /// The TLS handshake with the switch failed (or TLS could not be set up).
+    #[error("TLS with the switch: {0}")]
+    Tls(#[source] ftvm_world::tls::TlsError),
+    /// The VMs' MAC addresses cannot be used as given.
+    #[error("{0}")]
+    Assignment(String),
 }

@@ -54,6 +54,15 @@ counters! {
     ports_rejected,
     /// Connections closed for breaking the wire protocol.
     protocol_errors,
+    /// TLS ports whose certificate the switch accepted.
+    ports_authenticated,
+    /// Connections refused in the TLS handshake (no valid certificate of the cluster,
+    /// plaintext to a TLS switch) or for a record that did not authenticate.
+    ports_refused,
+    /// Connections closed because their TLS handshake did not finish in time.
+    handshake_timeouts,
+    /// Frames dropped because their source address is not the sending port's VM's.
+    frames_refused,
 }
 
 /// Reads a counter.

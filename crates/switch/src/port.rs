@@ -1,11 +1,13 @@
-//! One VM port as the switch sees it: a non-blocking TCP connection, the hello, and a
-//! bounded queue of frames waiting to be written.
+//! One VM port as the switch sees it: a non-blocking TCP connection (in clear or inside
+//! TLS), the hello, and a bounded queue of frames waiting to be written.
 
 use std::io::{ErrorKind, Read};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::transport::Transport;
 use crate::wire::{self, Decoder, Outbox, WireError};
+use crate::Mac;
 
 /// Why a port's connection ends.
 #[derive(Debug)]
@@ -16,6 +18,13 @@ pub(crate) enum Closed {
     Io(std::io::Error),
     /// The peer broke the wire protocol.
     Protocol(WireError),
+    /// The TLS handshake failed or a record did not authenticate: the peer has no valid
+    /// certificate of the cluster, spoke in clear, or the bytes were tampered with.
+    Refused(String),
+    /// The TLS handshake did not finish in time.
+    HandshakeTimeout,
+    /// The hello did not arrive in time.
+    HelloTimeout,
 }
 
 impl std::fmt::Display for Closed {
@@ -24,15 +33,46 @@ impl std::fmt::Display for Closed {
             Closed::Eof => write!(f, "peer closed the connection"),
             Closed::Io(e) => write!(f, "socket error: {e}"),
             Closed::Protocol(e) => write!(f, "protocol error: {e}"),
+            Closed::Refused(e) => write!(f, "refused: {e}"),
+            Closed::HandshakeTimeout => write!(f, "the TLS handshake did not finish in time"),
+            Closed::HelloTimeout => write!(f, "no hello in time"),
         }
     }
+}
+
+/// Which source MAC addresses a port may send with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Allowed {
+    /// Any (a switch in clear: no credentials to go by).
+    Any,
+    /// Only this one: its certificate's VM's.
+    Only(Mac),
+    /// None: a certificate for no VM, or for a VM the switch has no MAC for.
+    Nothing,
+    /// Not decided yet (the handshake is running).
+    Pending,
+}
+
+/// Who a TLS port is, from its verified certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Credential {
+    /// The node's name.
+    pub node: String,
+    /// The VM its certificate is for.
+    pub vm: Option<String>,
 }
 
 /// A connection from a VM process.
 #[derive(Debug)]
 pub(crate) struct Port {
-    stream: TcpStream,
+    link: Transport,
     pub peer: SocketAddr,
+    /// Over TLS, once the handshake is done: who the peer is.
+    pub credential: Option<Credential>,
+    /// Which source addresses it may use (set by the switch from `credential`).
+    pub allowed: Allowed,
+    /// Frames refused for a source address not its own.
+    pub refused: u64,
     /// The name from the hello; `None` until it arrived (the port takes no frames then).
     pub name: Option<String>,
     pub accepted: Instant,
@@ -43,10 +83,17 @@ pub(crate) struct Port {
 }
 
 impl Port {
-    pub fn new(stream: TcpStream, peer: SocketAddr, now: Instant, queue_bytes: usize) -> Self {
+    pub fn new(link: Transport, peer: SocketAddr, now: Instant, queue_bytes: usize) -> Self {
+        let allowed = match link {
+            Transport::Plain(_) => Allowed::Any,
+            Transport::Tls { .. } => Allowed::Pending,
+        };
         Port {
-            stream,
+            link,
             peer,
+            credential: None,
+            allowed,
+            refused: 0,
             name: None,
             accepted: now,
             decoder: Decoder::default(),
@@ -61,11 +108,14 @@ impl Port {
         let mut frames = Vec::new();
         let mut read = 0;
         while read < budget {
-            let n = match self.stream.read(chunk) {
+            let n = match self.link.read(chunk) {
                 Ok(0) => return (frames, Some(Closed::Eof)),
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::InvalidData => {
+                    return (frames, Some(Closed::Refused(e.to_string())))
+                }
                 Err(e) => return (frames, Some(Closed::Io(e))),
             };
             read += n;
@@ -83,7 +133,25 @@ impl Port {
                 }
             }
         }
+        if self.credential.is_none() {
+            if let Some(cert) = self.link.peer_certificate() {
+                match (
+                    ftvm_world::tls::identity(cert),
+                    ftvm_world::tls::vm_of(cert),
+                ) {
+                    (Ok(node), Ok(vm)) => self.credential = Some(Credential { node, vm }),
+                    (Err(e), _) | (_, Err(e)) => {
+                        return (frames, Some(Closed::Refused(e.to_string())))
+                    }
+                }
+            }
+        }
         (frames, None)
+    }
+
+    /// Whether the TLS handshake is still running.
+    pub fn handshaking(&self) -> bool {
+        self.link.handshaking()
     }
 
     /// Watch the connection for readiness (readable, and writable for a queue that
@@ -95,7 +163,7 @@ impl Port {
     ) -> std::io::Result<()> {
         use std::os::fd::AsRawFd;
         registry.register(
-            &mut ftvm_world::mio::unix::SourceFd(&self.stream.as_raw_fd()),
+            &mut ftvm_world::mio::unix::SourceFd(&self.link.as_raw_fd()),
             token,
             ftvm_world::mio::Interest::READABLE | ftvm_world::mio::Interest::WRITABLE,
         )
@@ -110,8 +178,10 @@ impl Port {
         ok
     }
 
-    /// Writes what the socket takes; the number of bytes written.
+    /// Writes what the socket takes (queued frames, and over TLS the handshake's
+    /// messages); the number of bytes written.
     pub fn flush(&mut self) -> Result<usize, Closed> {
-        self.outbox.flush(&mut self.stream).map_err(Closed::Io)
+        let n = self.outbox.flush(&mut self.link).map_err(Closed::Io)?;
+        Ok(n + self.link.push().map_err(Closed::Io)?)
     }
 }

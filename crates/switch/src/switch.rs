@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 use ftvm_usernet::UserNet;
 use ftvm_world::mio::unix::SourceFd;
 use ftvm_world::mio::{Events, Interest, Poll, Registry, Token};
+use ftvm_world::tls::Credentials;
 
 use crate::metrics::{add, Metrics};
-use crate::port::{Closed, Port};
+use crate::port::{Allowed, Closed, Port};
 use crate::table::{is_group, Learned, Mac, MacTable, PortId, GATEWAY};
+use crate::transport::Transport;
 use crate::wire::{self, MAX_MESSAGE};
 use crate::SwitchError;
 
@@ -36,6 +38,9 @@ pub struct Limits {
     pub max_macs: usize,
     /// A connection that has not sent its hello after this long is closed.
     pub hello_timeout: Duration,
+    /// A connection whose TLS handshake has not finished after this long is closed
+    /// (a slow-loris client holds no slot for longer).
+    pub handshake_timeout: Duration,
     /// Longest wait of [`Switch::run_until`] between looks at its stop flag when idle
     /// (traffic, the switch's own deadlines and signals wake it sooner).
     pub idle_sleep: Duration,
@@ -48,6 +53,7 @@ impl Default for Limits {
             port_queue_bytes: 1 << 20,
             max_macs: 1024,
             hello_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
             idle_sleep: Duration::from_millis(100),
         }
     }
@@ -60,6 +66,12 @@ pub struct PortInfo {
     pub id: PortId,
     /// The name from the hello.
     pub name: String,
+    /// Over TLS: the node its certificate names.
+    pub node: Option<String>,
+    /// Over TLS: the VM its certificate is for.
+    pub vm: Option<String>,
+    /// Frames refused because their source address is not its VM's.
+    pub refused: u64,
     /// The VM process's address.
     pub peer: SocketAddr,
     /// MAC addresses learned on this port.
@@ -94,6 +106,8 @@ pub struct Switch {
     /// Where sockets are watched for readiness ([`Switch::run_until`]); ports
     /// accepted later join it.
     watch: Option<Registry>,
+    /// Over TLS: the switch's credentials, and the MAC address of each VM.
+    tls: Option<(Arc<Credentials>, BTreeMap<String, Mac>)>,
 }
 
 /// Frames held for an address whose port closed.
@@ -151,7 +165,36 @@ impl Switch {
             orphans: BTreeMap::new(),
             recent: BTreeMap::new(),
             watch: None,
+            tls: None,
         })
+    }
+
+    /// Serve ports over TLS 1.3 only ([`crate::SWITCH_ALPN`]), each authenticated by its
+    /// certificate from the cluster CA, with `creds` as the switch's own: a port whose
+    /// certificate is for a VM of `macs` may send only with that VM's MAC address as
+    /// source, and any other port with none (see the crate documentation).
+    pub fn with_tls(
+        mut self,
+        creds: Arc<Credentials>,
+        macs: BTreeMap<String, Mac>,
+    ) -> Result<Switch, SwitchError> {
+        let mut seen: BTreeMap<Mac, &str> = BTreeMap::new();
+        for (vm, mac) in &macs {
+            if is_group(mac) || *mac == self.gateway_mac || *mac == [0; 6] {
+                return Err(SwitchError::Assignment(format!(
+                    "{} cannot be VM {vm}'s MAC address (a group address, zero or the gateway's)",
+                    fmt_mac(mac)
+                )));
+            }
+            if let Some(other) = seen.insert(*mac, vm) {
+                return Err(SwitchError::Assignment(format!(
+                    "VMs {other} and {vm} cannot share the MAC address {}",
+                    fmt_mac(mac)
+                )));
+            }
+        }
+        self.tls = Some((creds, macs));
+        Ok(self)
     }
 
     /// The address VM processes connect to (useful after binding port 0).
@@ -183,6 +226,9 @@ impl Switch {
                 Some(PortInfo {
                     id,
                     name: p.name.clone()?,
+                    node: p.credential.as_ref().map(|c| c.node.clone()),
+                    vm: p.credential.as_ref().and_then(|c| c.vm.clone()),
+                    refused: p.refused,
                     peer: p.peer,
                     macs: self.table.macs_of(id),
                     queued_bytes: p.outbox.queued(),
@@ -250,8 +296,29 @@ impl Switch {
             let Some(port) = self.ports.get_mut(&id) else {
                 continue;
             };
+            let named = port.name.is_some();
             let (frames, closed) = port.receive(&mut self.chunk, READ_BUDGET);
+            if !named && port.name.is_some() {
+                add(&self.metrics.ports_connected, 1);
+            }
             busy |= !frames.is_empty() || closed.is_some();
+            if port.allowed == Allowed::Pending {
+                if let (Some(c), Some((_, macs))) = (&port.credential, &self.tls) {
+                    port.allowed = match c.vm.as_ref().and_then(|vm| macs.get(vm)) {
+                        Some(&mac) => Allowed::Only(mac),
+                        None => Allowed::Nothing,
+                    };
+                    add(&self.metrics.ports_authenticated, 1);
+                    match port.allowed {
+                        Allowed::Only(mac) => {
+                            tracing::info!(port = id.0, peer = %port.peer, node = %c.node, vm = ?c.vm, mac = %fmt_mac(&mac), "port authenticated")
+                        }
+                        _ => {
+                            tracing::warn!(port = id.0, peer = %port.peer, node = %c.node, vm = ?c.vm, "port authenticated, but its certificate's VM has no MAC address here: it may send nothing")
+                        }
+                    }
+                }
+            }
             for f in frames {
                 self.route(id, f);
             }
@@ -283,11 +350,13 @@ impl Switch {
 
     /// How long until the switch has something to do without any traffic.
     fn next_deadline(&mut self, now: Instant) -> Duration {
-        let hello = self
-            .ports
-            .values()
-            .filter(|p| p.name.is_none())
-            .map(|p| (p.accepted + self.limits.hello_timeout).saturating_duration_since(now));
+        let hello = self.ports.values().filter(|p| p.name.is_none()).map(|p| {
+            let limit = match p.handshaking() {
+                true => self.limits.handshake_timeout.min(self.limits.hello_timeout),
+                false => self.limits.hello_timeout,
+            };
+            (p.accepted + limit).saturating_duration_since(now)
+        });
         let orphan = self
             .orphans
             .values()
@@ -324,9 +393,22 @@ impl Switch {
                 continue;
             }
             let _ = stream.set_nodelay(true);
+            let link = match &self.tls {
+                None => Transport::Plain(stream),
+                Some((creds, _)) => match creds.server_connection() {
+                    Ok(conn) => Transport::Tls {
+                        sock: stream,
+                        conn: Box::new(conn.into()),
+                    },
+                    Err(e) => {
+                        tracing::warn!(%peer, "cannot start TLS: {e}; closing the connection");
+                        continue;
+                    }
+                },
+            };
             let id = PortId(self.next_id);
             self.next_id += 1;
-            let port = Port::new(stream, peer, now, self.limits.port_queue_bytes);
+            let port = Port::new(link, peer, now, self.limits.port_queue_bytes);
             if let Some(registry) = &self.watch {
                 if let Err(e) = port.watch(registry, SOCKETS) {
                     tracing::warn!(%peer, "cannot watch the connection: {e}; closing it");
@@ -338,16 +420,24 @@ impl Switch {
         any
     }
 
+    /// Close the connections whose TLS handshake or hello is late.
     fn expire_hellos(&mut self, now: Instant) {
-        let timeout = self.limits.hello_timeout;
-        let late: Vec<PortId> = self
+        let late: Vec<(PortId, Closed)> = self
             .ports
             .iter()
-            .filter(|(_, p)| p.name.is_none() && now.duration_since(p.accepted) > timeout)
-            .map(|(&id, _)| id)
+            .filter(|(_, p)| p.name.is_none())
+            .filter_map(|(&id, p)| {
+                let age = now.duration_since(p.accepted);
+                if p.handshaking() && age > self.limits.handshake_timeout {
+                    Some((id, Closed::HandshakeTimeout))
+                } else if age > self.limits.hello_timeout {
+                    Some((id, Closed::HelloTimeout))
+                } else {
+                    None
+                }
+            })
             .collect();
-        for id in late {
-            let why = Closed::Io(ErrorKind::TimedOut.into());
+        for (id, why) in late {
             self.remove(id, &why);
         }
     }
@@ -391,10 +481,20 @@ impl Switch {
         let forgotten = self.table.forget_port(id);
         add(&self.metrics.macs_forgotten, forgotten as u64);
         add(&self.metrics.ports_closed, 1);
-        if matches!(why, Closed::Protocol(_)) {
-            add(&self.metrics.protocol_errors, 1);
+        match why {
+            Closed::Protocol(_) => add(&self.metrics.protocol_errors, 1),
+            Closed::Refused(_) => add(&self.metrics.ports_refused, 1),
+            Closed::HandshakeTimeout => add(&self.metrics.handshake_timeouts, 1),
+            _ => {}
         }
-        tracing::info!(port = id.0, name = ?port.name, peer = %port.peer, forgotten, "port closed: {why}");
+        match why {
+            Closed::Refused(_) | Closed::HandshakeTimeout => {
+                tracing::warn!(port = id.0, peer = %port.peer, "connection closed: {why}")
+            }
+            _ => {
+                tracing::info!(port = id.0, name = ?port.name, peer = %port.peer, forgotten, "port closed: {why}")
+            }
+        }
     }
 
     /// Switches one frame that arrived on port `from` (IEEE 802.1D §7.7: learn the source,
@@ -410,6 +510,9 @@ impl Switch {
         let src: Mac = frame[6..12].try_into().expect("6 bytes");
         if is_group(&src) {
             add(&m.frames_malformed, 1);
+            return;
+        }
+        if from != GATEWAY && !self.may_send(from, &frame, &src) {
             return;
         }
         match self.table.learn(src, from) {
@@ -459,6 +562,37 @@ impl Switch {
         }
     }
 
+    /// Whether port `from` may send `frame` with source `src`: over TLS only its VM's
+    /// MAC address, as the frame's source and, in an ARP packet, as the sender's
+    /// hardware address (RFC 826; else it could poison the gateway's ARP cache). A
+    /// refused frame is counted and, the first time per port, logged.
+    fn may_send(&mut self, from: PortId, frame: &[u8], src: &Mac) -> bool {
+        let Some(port) = self.ports.get_mut(&from) else {
+            return false;
+        };
+        let ok = match port.allowed {
+            Allowed::Any => true,
+            Allowed::Only(mac) => *src == mac && arp_sender(frame).is_none_or(|s| s == mac),
+            Allowed::Nothing | Allowed::Pending => false,
+        };
+        if !ok {
+            add(&self.metrics.frames_refused, 1);
+            if port.refused == 0 {
+                let c = port.credential.as_ref();
+                tracing::warn!(
+                    port = from.0,
+                    peer = %port.peer,
+                    node = ?c.map(|c| &c.node),
+                    vm = ?c.and_then(|c| c.vm.as_ref()),
+                    src = %fmt_mac(src),
+                    "refusing frames from a source address that is not this port's VM's (said once per port)"
+                );
+            }
+            port.refused += 1;
+        }
+        ok
+    }
+
     /// Keep a copy of a frame for a VM address (see `recent`).
     fn remember(&mut self, dst: Mac, frame: &[u8]) {
         let now = Instant::now();
@@ -488,9 +622,23 @@ impl Switch {
     fn flood(&mut self, from: PortId, frame: Vec<u8>) {
         add(&self.metrics.frames_flooded, 1);
         let message = wire::encode(&frame);
+        let dst: Mac = frame[0..6].try_into().expect("6 bytes");
+        // Over TLS a unicast frame for a VM's address (unknown here just now: its port
+        // is gone or not yet back) goes to that VM's ports only.
+        let owner = self
+            .tls
+            .as_ref()
+            .filter(|_| !is_group(&dst))
+            .and_then(|(_, macs)| macs.iter().find(|(_, m)| **m == dst))
+            .map(|(vm, _)| vm.clone());
         for (&id, port) in &mut self.ports {
             if id == from || port.name.is_none() {
                 continue;
+            }
+            if let Some(vm) = &owner {
+                if port.credential.as_ref().and_then(|c| c.vm.as_ref()) != Some(vm) {
+                    continue;
+                }
             }
             let ok = port.offer(message.clone());
             add(&self.metrics.frames_out, u64::from(ok));
@@ -502,6 +650,15 @@ impl Switch {
             self.usernet.from_guest(&frame);
         }
     }
+}
+
+/// The sender hardware address of an Ethernet/IPv4 ARP packet (RFC 826), if `frame`
+/// is one.
+fn arp_sender(frame: &[u8]) -> Option<Mac> {
+    if frame.get(12..14)? != [0x08, 0x06] {
+        return None;
+    }
+    frame.get(ETH_HEADER + 8..ETH_HEADER + 14)?.try_into().ok()
 }
 
 /// Formats a MAC address as `52:54:00:12:34:56`.

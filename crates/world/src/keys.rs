@@ -4,16 +4,28 @@
 //! RFC 5280 §4.2.1.6) and common name. A directory holds `ca.pem` and `ca.key`, and
 //! `NAME.pem` and `NAME.key` per node; keys are ECDSA P-256, created readable by their
 //! owner only (mode 0600).
+//!
+//! # The VM a certificate is for
+//! A node that runs a VM (a primary, a backup, a spare) holds a certificate that names
+//! the VM too, as a second subject alternative name: the URI `urn:ftvm:vm:VM`
+//! ([`VM_URI_PREFIX`]; a URI name, RFC 5280 §4.2.1.6, as SPIFFE carries workload
+//! identities), at most one per certificate. The CA's signature covers it, so a node
+//! cannot claim another VM: the logging channel pairs only nodes of one VM, and the
+//! switch lets a port send only with its VM's MAC address. A certificate without it is a
+//! cluster service's (the arbiter, the switch) and speaks for no VM. Read it from a
+//! verified certificate with [`crate::tls::vm_of`].
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::{CertificateDer, DnsName};
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::ops::Range;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 use time::{Duration, OffsetDateTime};
 
 /// The CA's certificate, in a credentials directory.
@@ -25,6 +37,8 @@ pub const CA_KEY: &str = "ca.key";
 const CA_NAME: &str = "ftvm cluster CA";
 /// How long the CA is valid.
 const CA_DAYS: i64 = 3650;
+/// What a certificate's URI name starts with when it names the VM the node is for.
+pub const VM_URI_PREFIX: &str = "urn:ftvm:vm:";
 
 /// Why credentials could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +52,9 @@ pub enum KeysError {
     /// A name a certificate cannot carry.
     #[error("'{0}' cannot be a node name: use letters, digits, '-' and '.' (a DNS name)")]
     BadName(String),
+    /// A VM name a certificate cannot carry.
+    #[error("'{0}' cannot be a VM name in a certificate: use letters, digits, '-' and '.'")]
+    BadVm(String),
     /// The CA's files do not belong together.
     #[error("'{cert}' and '{key}' are not one CA's certificate and key: {why}")]
     Mismatch {
@@ -142,6 +159,12 @@ fn validity(p: &mut CertificateParams, days: i64) {
     p.not_after = now + Duration::days(days);
 }
 
+/// Check that `vm` can be carried in a certificate (the characters of a DNS name, so
+/// that the URI needs no escaping).
+pub fn check_vm(vm: &str) -> Result<(), KeysError> {
+    check_name(vm).map_err(|_| KeysError::BadVm(vm.to_string()))
+}
+
 /// Create the cluster CA in `dir` (created if needed): `ca.pem` and `ca.key`.
 pub fn create_ca(dir: &Path, force: bool) -> Result<PathBuf, KeysError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
@@ -157,47 +180,103 @@ pub fn create_ca(dir: &Path, force: bool) -> Result<PathBuf, KeysError> {
 }
 
 /// Create `name`'s key and certificate in `dir`, signed by the CA there and valid for
-/// `days`.
+/// `days`: a cluster service's, for no VM (see [`NodeCert`] for a VM's node).
 pub fn create_node(dir: &Path, name: &str, days: u32, force: bool) -> Result<PathBuf, KeysError> {
-    check_name(name)?;
-    let (ca_cert, ca_key) = (dir.join(CA_CERT), dir.join(CA_KEY));
-    if !ca_cert.exists() || !ca_key.exists() {
-        return Err(KeysError::NoCa(dir.to_path_buf()));
+    NodeCert::new(name).days(days).create(dir, force)
+}
+
+/// What a node certificate says: the node's name, the VM it is for (if any), and when
+/// it is valid.
+#[derive(Debug, Clone)]
+pub struct NodeCert<'a> {
+    name: &'a str,
+    vm: Option<&'a str>,
+    valid: Range<SystemTime>,
+}
+
+impl<'a> NodeCert<'a> {
+    /// A certificate for `name`, for no VM, valid for 365 days from a minute ago.
+    pub fn new(name: &'a str) -> NodeCert<'a> {
+        NodeCert {
+            name,
+            vm: None,
+            valid: SystemTime::UNIX_EPOCH..SystemTime::UNIX_EPOCH,
+        }
+        .days(365)
     }
-    let (cert_path, key_path) = node_files(dir, name);
-    none_exist(&[&cert_path, &key_path], force)?;
-    let ca_pem = std::fs::read_to_string(&ca_key).map_err(io(&ca_key))?;
-    let ca = KeyPair::from_pem(&ca_pem)?;
-    let issuer = Issuer::new(ca_params(&ca), ca);
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec![name.to_string()])?;
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.use_authority_key_identifier_extension = true;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    // Every node is a server (a primary) and a client (a backup, an arbiter's client).
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    validity(&mut params, i64::from(days));
-    let cert = params.signed_by(&key, &issuer)?;
-    // The CA key must be the one of ca.pem: check the chain before writing anything.
-    let roots = crate::tls::roots(&ca_cert).map_err(|e| KeysError::Mismatch {
-        cert: ca_cert.clone(),
-        key: ca_key.clone(),
-        why: e.to_string(),
-    })?;
-    crate::tls::check_chain(&roots, &CertificateDer::from(cert.der().to_vec()), name).map_err(
-        |e| KeysError::Mismatch {
+
+    /// For a node of `vm`.
+    pub fn vm(mut self, vm: Option<&'a str>) -> NodeCert<'a> {
+        self.vm = vm;
+        self
+    }
+
+    /// Valid from a minute ago (clocks differ a little) for `days`.
+    pub fn days(self, days: u32) -> NodeCert<'a> {
+        let now = SystemTime::now();
+        let day = std::time::Duration::from_secs(86_400);
+        self.valid(now - std::time::Duration::from_secs(60)..now + day * days)
+    }
+
+    /// Valid over `valid` (tests make expired certificates with it).
+    pub fn valid(mut self, valid: Range<SystemTime>) -> NodeCert<'a> {
+        self.valid = valid;
+        self
+    }
+
+    /// Create the node's key and certificate in `dir` (`NAME.key`, `NAME.pem`), signed
+    /// by the CA there.
+    pub fn create(&self, dir: &Path, force: bool) -> Result<PathBuf, KeysError> {
+        let name = self.name;
+        check_name(name)?;
+        if let Some(vm) = self.vm {
+            check_vm(vm)?;
+        }
+        let (ca_cert, ca_key) = (dir.join(CA_CERT), dir.join(CA_KEY));
+        if !ca_cert.exists() || !ca_key.exists() {
+            return Err(KeysError::NoCa(dir.to_path_buf()));
+        }
+        let (cert_path, key_path) = node_files(dir, name);
+        none_exist(&[&cert_path, &key_path], force)?;
+        let ca_pem = std::fs::read_to_string(&ca_key).map_err(io(&ca_key))?;
+        let ca = KeyPair::from_pem(&ca_pem)?;
+        let issuer = Issuer::new(ca_params(&ca), ca);
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec![name.to_string()])?;
+        if let Some(vm) = self.vm {
+            let uri = format!("{VM_URI_PREFIX}{vm}");
+            params
+                .subject_alt_names
+                .push(SanType::URI(uri.as_str().try_into()?));
+        }
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        // Every node is a server (a primary) and a client (a backup, an arbiter's client).
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.not_before = OffsetDateTime::from(self.valid.start);
+        params.not_after = OffsetDateTime::from(self.valid.end);
+        let cert = params.signed_by(&key, &issuer)?;
+        // The CA key must be the one of ca.pem: check the signature before writing
+        // anything (at a moment the certificate is valid, so that an expired one can
+        // be made on purpose).
+        let mismatch = |why: String| KeysError::Mismatch {
             cert: ca_cert.clone(),
             key: ca_key.clone(),
-            why: e.to_string(),
-        },
-    )?;
-    write_new(&key_path, key.serialize_pem().as_bytes(), 0o600, force)?;
-    write_new(&cert_path, cert.pem().as_bytes(), 0o644, force)?;
-    Ok(cert_path)
+            why,
+        };
+        let roots = crate::tls::roots(&ca_cert).map_err(|e| mismatch(e.to_string()))?;
+        let der = CertificateDer::from(cert.der().to_vec());
+        let at = self.valid.start.max(SystemTime::now()).min(self.valid.end);
+        crate::tls::check_chain_at(&roots, &der, name, at).map_err(|e| mismatch(e.to_string()))?;
+        write_new(&key_path, key.serialize_pem().as_bytes(), 0o600, force)?;
+        write_new(&cert_path, cert.pem().as_bytes(), 0o644, force)?;
+        Ok(cert_path)
+    }
 }
 
 #[cfg(test)]
@@ -283,5 +362,45 @@ mod tests {
         assert!(!d.join("a.key").exists());
         std::fs::remove_dir_all(&d).unwrap();
         std::fs::remove_dir_all(&other).unwrap();
+    }
+
+    #[test]
+    fn a_vm_node_certificate_names_its_vm_and_a_service_certificate_none() {
+        let d = scratch("vm");
+        create_ca(&d, false).unwrap();
+        NodeCert::new("p")
+            .vm(Some("web-1"))
+            .create(&d, false)
+            .unwrap();
+        create_node(&d, "arbiter", 30, false).unwrap();
+        let roots = crate::tls::roots(&d.join(CA_CERT)).unwrap();
+        let p = crate::tls::load_chain(&d.join("p.pem")).unwrap();
+        // The URI name leaves the node's identity as it was.
+        assert_eq!(crate::tls::check_chain(&roots, &p[0], "p").unwrap(), "p");
+        assert_eq!(crate::tls::vm_of(&p[0]).unwrap().as_deref(), Some("web-1"));
+        let a = crate::tls::load_chain(&d.join("arbiter.pem")).unwrap();
+        assert_eq!(crate::tls::vm_of(&a[0]).unwrap(), None);
+        assert!(matches!(
+            NodeCert::new("q").vm(Some("a b")).create(&d, false),
+            Err(KeysError::BadVm(_))
+        ));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn an_expired_certificate_can_be_made_and_is_refused() {
+        let d = scratch("expired");
+        create_ca(&d, false).unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        let now = SystemTime::now();
+        NodeCert::new("old")
+            .valid(now - day * 30..now - day)
+            .create(&d, false)
+            .unwrap();
+        let roots = crate::tls::roots(&d.join(CA_CERT)).unwrap();
+        let c = crate::tls::load_chain(&d.join("old.pem")).unwrap();
+        let e = crate::tls::check_chain(&roots, &c[0], "old").unwrap_err();
+        assert!(e.to_string().contains("expired"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

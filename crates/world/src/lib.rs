@@ -27,4 +27,5 @@ pub use entropy::Entropy;
 pub use hostclock::Clock;
 pub use mio;
 pub use net::Net;
+pub use rustls;
 pub use slots::{Slot, SlotLimits, Slots};

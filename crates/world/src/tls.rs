@@ -155,18 +155,49 @@ pub fn identity(cert: &CertificateDer<'_>) -> Result<String, TlsError> {
     }
 }
 
+/// The VM a certificate is for (its `urn:ftvm:vm:` URI name, [`crate::keys`]), or
+/// `None` for a cluster service's certificate. (Parsed only: read it from a certificate
+/// the handshake verified, as [`TlsChannel::peer_vm`] does.)
+pub fn vm_of(cert: &CertificateDer<'_>) -> Result<Option<String>, TlsError> {
+    let ee = webpki::EndEntityCert::try_from(cert)
+        .map_err(|e| TlsError::NoIdentity(format!("unreadable certificate: {e}")))?;
+    let vms: Vec<&str> = ee
+        .valid_uri_names()
+        .filter_map(|u| u.strip_prefix(crate::keys::VM_URI_PREFIX))
+        .collect();
+    match vms[..] {
+        [] => Ok(None),
+        [vm] if crate::keys::check_vm(vm).is_ok() => Ok(Some(vm.to_string())),
+        _ => Err(TlsError::NoIdentity(format!("VM names {vms:?}"))),
+    }
+}
+
 /// Check that `cert` chains to `roots` and is valid now for `name`; returns its identity.
 pub fn check_chain(
     roots: &Arc<RootCertStore>,
     cert: &CertificateDer<'_>,
     name: &str,
 ) -> Result<String, rustls::Error> {
+    check_chain_at(roots, cert, name, std::time::SystemTime::now())
+}
+
+/// [`check_chain`] at the moment `at`.
+pub fn check_chain_at(
+    roots: &Arc<RootCertStore>,
+    cert: &CertificateDer<'_>,
+    name: &str,
+    at: std::time::SystemTime,
+) -> Result<String, rustls::Error> {
     let v = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider())
         .build()
         .map_err(|e| rustls::Error::General(e.to_string()))?;
     let sn = ServerName::try_from(name.to_string())
         .map_err(|e| rustls::Error::General(e.to_string()))?;
-    v.verify_server_cert(cert, &[], &sn, &[], UnixTime::now())?;
+    let at = UnixTime::since_unix_epoch(
+        at.duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap_or_default(),
+    );
+    v.verify_server_cert(cert, &[], &sn, &[], at)?;
     identity(cert).map_err(|e| rustls::Error::General(e.to_string()))
 }
 
@@ -222,6 +253,7 @@ impl ServerCertVerifier for AnyClusterNode {
 /// dialing, both with this node's certificate and trusting only the cluster CA.
 pub struct Credentials {
     name: String,
+    vm: Option<String>,
     server: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
 }
@@ -246,6 +278,7 @@ impl Credentials {
             why,
         };
         check_chain(&roots, &chain[0], name).map_err(|e| not_ours(e.to_string()))?;
+        let vm = vm_of(&chain[0]).map_err(|e| not_ours(e.to_string()))?;
         let key = PrivateKeyDer::from_pem_file(&key_path).map_err(read_err(&key_path))?;
         let config = |e: rustls::Error| TlsError::Config(format!("{}: {e}", key_path.display()));
 
@@ -277,6 +310,7 @@ impl Credentials {
         client.resumption = Resumption::disabled();
         Ok(Credentials {
             name: name.to_string(),
+            vm,
             server: Arc::new(server),
             client: Arc::new(client),
         })
@@ -285,6 +319,30 @@ impl Credentials {
     /// This node's name (its certificate's identity).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The VM this node's certificate is for (`None`: a cluster service's).
+    pub fn vm(&self) -> Option<&str> {
+        self.vm.as_deref()
+    }
+
+    /// A server connection with these credentials, for a caller that drives the
+    /// handshake itself (the switch's non-blocking event loop).
+    pub fn server_connection(&self) -> Result<rustls::ServerConnection, TlsError> {
+        rustls::ServerConnection::new(self.server.clone())
+            .map_err(|e| TlsError::Config(e.to_string()))
+    }
+
+    /// A client connection to the server at `addr` with these credentials, for a caller
+    /// that drives the handshake itself.
+    pub fn client_connection(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> Result<rustls::ClientConnection, TlsError> {
+        // The server's name is learnt from its certificate (see `AnyClusterNode`); an
+        // address as the name sends no SNI (RFC 6066 §3).
+        rustls::ClientConnection::new(self.client.clone(), addr.ip().into())
+            .map_err(|e| TlsError::Config(e.to_string()))
     }
 
     /// The server's side of the handshake on an accepted connection (blocking, bounded
@@ -297,12 +355,8 @@ impl Credentials {
 
     /// The client's side of the handshake on a dialed connection.
     pub fn connect(&self, sock: TcpStream) -> Result<TlsChannel, TlsError> {
-        // The server's name is learnt from its certificate (see `AnyClusterNode`); an
-        // address as the name sends no SNI (RFC 6066 §3).
         let addr = sock.peer_addr().map_err(TlsError::Handshake)?;
-        let conn = rustls::ClientConnection::new(self.client.clone(), addr.ip().into())
-            .map_err(|e| TlsError::Config(e.to_string()))?;
-        TlsChannel::handshake(conn.into(), sock)
+        TlsChannel::handshake(self.client_connection(addr)?.into(), sock)
     }
 }
 
@@ -313,6 +367,7 @@ struct Shared {
     /// the order they were sealed.
     send: Mutex<()>,
     peer: String,
+    peer_vm: Option<String>,
 }
 
 /// The connection and what the socket gave that rustls has not taken yet (shared, so
@@ -353,6 +408,7 @@ impl TlsChannel {
             .and_then(|c| c.first())
             .ok_or_else(|| TlsError::NoIdentity("the peer sent no certificate".into()))?;
         let peer = identity(cert)?;
+        let peer_vm = vm_of(cert)?;
         // Everything written is sealed and sent at once (see `send`).
         conn.set_buffer_limit(None);
         Ok(TlsChannel {
@@ -365,6 +421,7 @@ impl TlsChannel {
                 }),
                 send: Mutex::new(()),
                 peer,
+                peer_vm,
             }),
             inbuf: Vec::new(),
         })
@@ -373,6 +430,11 @@ impl TlsChannel {
     /// The peer's identity: the node name in its certificate.
     pub fn peer(&self) -> &str {
         &self.shared.peer
+    }
+
+    /// The VM the peer's certificate is for (`None`: a cluster service's).
+    pub fn peer_vm(&self) -> Option<&str> {
+        self.shared.peer_vm.as_deref()
     }
 
     /// Put the records the connection has sealed onto the socket, in order.

@@ -143,6 +143,15 @@ fn try_join(
     tcp.set_write_timeout(Some(Duration::from_secs(5)))?;
     let (mut stream, identity): (Box<dyn Channel>, Option<String>) = match &node.security {
         Security::Tls(creds) => match creds.connect(tcp) {
+            Ok(ch) if ch.peer_vm() != Some(node.vm.as_str()) => {
+                // Not a node of our VM: nothing of the pair goes to it (keys.rs).
+                return Err(JoinError::Retry(format!(
+                    "refused: its certificate ({}'s) is for {}, not for VM {}",
+                    ch.peer(),
+                    super::vm_phrase(ch.peer_vm()),
+                    node.vm
+                )));
+            }
             Ok(ch) => {
                 let id = ch.peer().to_string();
                 (Box::new(ch), Some(id))
@@ -418,8 +427,11 @@ fn world(
     let listener = TcpListener::bind(node.listen)
         .with_context(|| format!("cannot listen for a backup on {}", node.listen))?;
     // The error names the switch and the cause.
-    let mut port =
-        ftvm_switch::SwitchPort::connect(switch, &node.name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let port = match &node.switch_tls {
+        Some(creds) => ftvm_switch::SwitchPort::connect_tls(switch, &node.name, creds),
+        None => ftvm_switch::SwitchPort::connect(switch, &node.name),
+    };
+    let mut port = port.map_err(|e| anyhow::anyhow!("{e}"))?;
     port.announce(GUEST_MAC, GUEST_IP)
         .map_err(|e| anyhow::anyhow!("cannot announce the guest's MAC to the switch: {e}"))?;
     let disk = match disk_spec {

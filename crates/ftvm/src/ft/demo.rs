@@ -123,10 +123,11 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
         key.iter().map(|b| format!("{b:02x}")).collect::<String>(),
     )?;
     let _ = std::fs::remove_file(dir.join("arbiter.state"));
-    // The logging channels and the arbiter run over TLS: a CA of the demo's own and a
-    // certificate for each node slot and the arbiter, made afresh.
+    // The logging channels, the arbiter and the switch run over TLS: a CA of the demo's
+    // own, a certificate for the arbiter and the switch, and one for VM demo for each
+    // node slot, made afresh.
     let keys = dir.join("keys");
-    super::keys::fresh_cluster(&keys, &[SLOTS[0], SLOTS[1], SLOTS[2], "arbiter"])
+    super::keys::fresh_cluster(&keys, &["arbiter", "switch"], "demo", &SLOTS)
         .with_context(|| format!("cannot make the demo's credentials in {}", keys.display()))?;
 
     let mut taken = Vec::new();
@@ -181,6 +182,10 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
             addr(sw),
             "--hostfwd".into(),
             format!("tcp:127.0.0.1:{fwd}-:{}", load.guest_port()),
+            "--tls".into(),
+            keys.display().to_string(),
+            "--vm".into(),
+            format!("demo={}", ftvm_switch::fmt_mac(&crate::run::GUEST_MAC)),
         ],
         t0,
     )?);

@@ -17,18 +17,34 @@ pub fn keys(args: &KeysArgs) -> Result<ExitCode> {
     for n in &args.node {
         keys::check_name(n)?;
     }
+    if let Some(vm) = &args.vm {
+        keys::check_vm(vm)?;
+    }
     for n in &args.node {
-        let p = keys::create_node(&args.dir, n, args.days, args.force)?;
-        eprintln!("ftvm: created {}'s certificate {}", n, p.display());
+        let p = keys::NodeCert::new(n)
+            .vm(args.vm.as_deref())
+            .days(args.days)
+            .create(&args.dir, args.force)?;
+        match &args.vm {
+            Some(vm) => eprintln!(
+                "ftvm: created {n}'s certificate for VM {vm} {}",
+                p.display()
+            ),
+            None => eprintln!("ftvm: created {n}'s certificate {}", p.display()),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// A CA and certificates for `names` in `dir`, made afresh (as `ftvm demo` does).
-pub fn fresh_cluster(dir: &Path, names: &[&str]) -> Result<()> {
+/// A CA and certificates in `dir`, made afresh (as `ftvm demo` does): for the cluster
+/// services `services` and for the nodes `nodes` of VM `vm`.
+pub fn fresh_cluster(dir: &Path, services: &[&str], vm: &str, nodes: &[&str]) -> Result<()> {
     keys::create_ca(dir, true)?;
-    for n in names {
+    for n in services {
         keys::create_node(dir, n, 365, true)?;
+    }
+    for n in nodes {
+        keys::NodeCert::new(n).vm(Some(vm)).create(dir, true)?;
     }
     Ok(())
 }

@@ -65,6 +65,14 @@ pub enum Security {
 /// The logging channel's protocol name in TLS (ALPN, RFC 7301).
 pub const LOG_ALPN: &[u8] = b"ftvm-log/1";
 
+/// How a certificate's VM reads in a message.
+pub fn vm_phrase(vm: Option<&str>) -> String {
+    match vm {
+        Some(vm) => format!("VM {vm}"),
+        None => "no VM (a cluster service's)".into(),
+    }
+}
+
 /// What every node knows about its pair.
 #[derive(Clone)]
 pub struct Node {
@@ -78,6 +86,8 @@ pub struct Node {
     pub security: Security,
     /// Over TLS: this node's credentials for the arbiter, and the arbiter's name.
     pub arbiter_tls: Option<(Arc<Credentials>, String)>,
+    /// Over TLS: this node's credentials for the switch port.
+    pub switch_tls: Option<Arc<Credentials>>,
     /// The arbiter.
     pub arbiter: SocketAddr,
     /// Where this node accepts a backup (when it is the primary).
@@ -130,15 +140,35 @@ impl Node {
             None => None,
         };
         let security = match (&a.tls, a.insecure_plaintext) {
-            (Some(dir), _) => Security::Tls(Arc::new(
-                Credentials::load(dir, &name, LOG_ALPN).with_context(|| {
+            (Some(dir), _) => {
+                let creds = Credentials::load(dir, &name, LOG_ALPN).with_context(|| {
                     format!("cannot use {name}'s credentials in '{}'", dir.display())
-                })?,
-            )),
+                })?;
+                // The VM comes from the credentials: --vm must agree with them.
+                if creds.vm() != Some(a.vm.as_str()) {
+                    bail!(
+                        "{name}'s certificate in '{}' is for {}, not for VM {}: make one with `ftvm keys --dir {} --node {name} --vm {} --force`",
+                        dir.display(),
+                        vm_phrase(creds.vm()),
+                        a.vm,
+                        dir.display(),
+                        a.vm
+                    );
+                }
+                Security::Tls(Arc::new(creds))
+            }
             (None, true) => Security::Plaintext,
             (None, false) => bail!(
                 "the logging channel needs credentials: --tls DIR with this node's certificate (made by `ftvm keys`), or --insecure-plaintext to send it in clear"
             ),
+        };
+        let switch_tls = match &a.tls {
+            Some(dir) => Some(Arc::new(
+                Credentials::load(dir, &name, ftvm_switch::SWITCH_ALPN).with_context(|| {
+                    format!("cannot use {name}'s credentials in '{}'", dir.display())
+                })?,
+            )),
+            None => None,
         };
         Ok(Node {
             vm: a.vm.clone(),
@@ -146,6 +176,7 @@ impl Node {
             secret,
             security,
             arbiter_tls,
+            switch_tls,
             arbiter: a.arbiter,
             listen,
             timeout: Duration::from_millis(a.timeout_ms),
@@ -339,7 +370,7 @@ pub fn primary(args: &PrimaryArgs) -> Result<ExitCode> {
         net: Some(format!("switch={}", args.switch)),
         console: crate::cli::ConsoleMode::None,
     };
-    let (devcfg, backends) = crate::run::devices(&devices, false)?;
+    let (devcfg, backends) = crate::run::devices(&devices, false, node.switch_tls.as_deref())?;
     let cfg = crate::run::boot_config(&args.machine, devcfg)?;
     let mut machine = Machine::new(&cfg).context("cannot boot")?;
     machine.set_engine(node.engine);

@@ -755,8 +755,19 @@ fn admit(mut tcp: TcpStream, node: &Node, slot: &Slot) -> Result<Candidate> {
     tcp.set_write_timeout(Some(Duration::from_secs(5)))?;
     let (mut stream, identity): (Box<dyn Channel>, Option<String>) = match &node.security {
         Security::Tls(creds) => {
-            let ch = creds.accept(tcp).with_context(|| format!("peer {peer}"))?;
+            let mut ch = creds.accept(tcp).with_context(|| format!("peer {peer}"))?;
             let id = ch.peer().to_string();
+            // Only a node of this VM may hold its log (keys.rs: the VM in the
+            // certificate).
+            if ch.peer_vm() != Some(node.vm.as_str()) {
+                let why = format!(
+                    "peer {peer} ({id}) holds a certificate for {}, not for VM {}",
+                    super::vm_phrase(ch.peer_vm()),
+                    node.vm
+                );
+                let _ = wire::send(&mut ch, &Message::Refused(why.clone()));
+                anyhow::bail!("{why}");
+            }
             (Box::new(ch), Some(id))
         }
         Security::Plaintext => {
