@@ -13,6 +13,7 @@ use crate::error::ArbiterError;
 use crate::proto::{Reply, Request, MAX_NAME_LEN};
 use crate::state::{Ledger, Outcome, StateFile, Winner};
 use ftvm_world::tls::Credentials;
+use ftvm_world::{Slot, SlotLimits, Slots};
 
 /// Limits of the TCP server.
 #[derive(Debug, Clone)]
@@ -21,8 +22,11 @@ pub struct ServerConfig {
     pub io_timeout: Duration,
     /// How long an authenticated connection may sit idle between requests.
     pub idle_timeout: Duration,
-    /// Connections served at once; more are closed on accept.
+    /// Connections served at once: when all are taken, a new one evicts the oldest
+    /// still in its handshake, or is closed if every one is authenticated.
     pub max_connections: usize,
+    /// From accept to an authenticated peer (a slow-loris client cannot keep a slot).
+    pub handshake_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -31,6 +35,7 @@ impl Default for ServerConfig {
             io_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
             max_connections: 64,
+            handshake_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -209,6 +214,17 @@ struct Conn {
 
 impl Shared {
     fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+        let config = &self.arbiter.config;
+        let slots = match Slots::new(SlotLimits {
+            max: config.max_connections,
+            handshake: config.handshake_timeout,
+        }) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "arbiter: cannot start serving");
+                return;
+            }
+        };
         let mut conns: Vec<Conn> = Vec::new();
         for stream in listener.incoming() {
             if self.stopping.load(Ordering::SeqCst) {
@@ -227,11 +243,18 @@ impl Shared {
             done.into_iter().for_each(|c| drop(c.thread.join()));
             conns = live;
             let peer = stream.peer_addr().ok();
-            if conns.len() >= self.arbiter.config.max_connections {
-                tracing::warn!(?peer, "arbiter: connection limit reached, closing");
-                continue;
-            }
-            match self.spawn_conn(stream) {
+            let slot = match slots.admit(&stream) {
+                Ok(Ok(slot)) => slot,
+                Ok(Err(_)) => {
+                    tracing::warn!(?peer, "arbiter: every connection slot is taken, closing");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(?peer, error = %e, "arbiter: cannot serve connection");
+                    continue;
+                }
+            };
+            match self.spawn_conn(stream, slot) {
                 Ok(c) => conns.push(c),
                 Err(e) => tracing::warn!(?peer, error = %e, "arbiter: cannot serve connection"),
             }
@@ -242,22 +265,22 @@ impl Shared {
         conns.into_iter().for_each(|c| drop(c.thread.join()));
     }
 
-    fn spawn_conn(self: &Arc<Self>, stream: TcpStream) -> std::io::Result<Conn> {
+    fn spawn_conn(self: &Arc<Self>, stream: TcpStream, slot: Slot) -> std::io::Result<Conn> {
         let clone = stream.try_clone()?;
         let s = Arc::clone(self);
         let thread = (thread::Builder::new().name("arbiter-conn".into()))
-            .spawn(move || s.serve_conn(stream))?;
+            .spawn(move || s.serve_conn(stream, slot))?;
         Ok(Conn {
             stream: clone,
             thread,
         })
     }
 
-    fn serve_conn(&self, stream: TcpStream) {
+    fn serve_conn(&self, stream: TcpStream, slot: Slot) {
         let peer = stream.peer_addr().ok();
         // The acceptor holds a clone of the socket, so dropping ours would not close it.
         let closer = stream.try_clone();
-        let result = self.session(stream);
+        let result = self.session(stream, &slot);
         if let Ok(c) = closer {
             let _ = c.shutdown(Shutdown::Both);
         }
@@ -279,7 +302,7 @@ impl Shared {
         }
     }
 
-    fn session(&self, stream: TcpStream) -> Result<(), ArbiterError> {
+    fn session(&self, stream: TcpStream, slot: &Slot) -> Result<(), ArbiterError> {
         let config = &self.arbiter.config;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(config.io_timeout))?;
@@ -291,6 +314,7 @@ impl Shared {
             }
             None => (Channel::server(stream, &self.arbiter.secret)?, None),
         };
+        slot.authenticated();
         chan.stream().set_read_timeout(Some(config.idle_timeout))?;
         while !self.stopping.load(Ordering::SeqCst) {
             let req: Request = chan.recv()?;

@@ -17,6 +17,7 @@ pub mod entropy;
 pub mod hostclock;
 pub mod keys;
 pub mod net;
+pub mod slots;
 pub mod tls;
 
 pub use arbiter::{Arbiter, ArbiterFailure, Decision};
@@ -26,3 +27,4 @@ pub use entropy::Entropy;
 pub use hostclock::Clock;
 pub use mio;
 pub use net::Net;
+pub use slots::{Slot, SlotLimits, Slots};
