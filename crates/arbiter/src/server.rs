@@ -13,7 +13,6 @@ use crate::error::ArbiterError;
 use crate::proto::{Reply, Request, MAX_NAME_LEN};
 use crate::state::{Ledger, Outcome, StateFile, Winner};
 use ftvm_world::tls::Credentials;
-use ftvm_world::{Slot, SlotLimits, Slots};
 
 /// Limits of the TCP server.
 #[derive(Debug, Clone)]
@@ -22,11 +21,8 @@ pub struct ServerConfig {
     pub io_timeout: Duration,
     /// How long an authenticated connection may sit idle between requests.
     pub idle_timeout: Duration,
-    /// Connections served at once: when all are taken, a new one evicts the oldest
-    /// still in its handshake, or is closed if every one is authenticated.
+    /// Connections served at once; more are closed on accept.
     pub max_connections: usize,
-    /// From accept to an authenticated peer (a slow-loris client cannot keep a slot).
-    pub handshake_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -35,7 +31,6 @@ impl Default for ServerConfig {
             io_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
             max_connections: 64,
-            handshake_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -156,9 +151,10 @@ impl Arbiter {
         self
     }
 
-    /// `identity` (the client's certificate's node, over TLS) may claim for itself or
-    /// one of its incarnations (`NAME#…`), never for another node.
-    fn handle(&self, req: Request, identity: Option<&str>) -> Reply {
+    /// Serves one decoded request as a session does. `identity` (the client's
+    /// certificate's node, over TLS) may claim for itself or one of its incarnations
+    /// (`NAME#…`), never for another node. Public for the fuzz target (crates/arbiter/fuzz).
+    pub fn handle(&self, req: Request, identity: Option<&str>) -> Reply {
         let result = match req {
             Request::TestAndSet { node, .. }
                 if identity.is_some_and(|id| !claims_as(&node, id)) =>
@@ -214,17 +210,6 @@ struct Conn {
 
 impl Shared {
     fn accept_loop(self: Arc<Self>, listener: TcpListener) {
-        let config = &self.arbiter.config;
-        let slots = match Slots::new(SlotLimits {
-            max: config.max_connections,
-            handshake: config.handshake_timeout,
-        }) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "arbiter: cannot start serving");
-                return;
-            }
-        };
         let mut conns: Vec<Conn> = Vec::new();
         for stream in listener.incoming() {
             if self.stopping.load(Ordering::SeqCst) {
@@ -243,18 +228,11 @@ impl Shared {
             done.into_iter().for_each(|c| drop(c.thread.join()));
             conns = live;
             let peer = stream.peer_addr().ok();
-            let slot = match slots.admit(&stream) {
-                Ok(Ok(slot)) => slot,
-                Ok(Err(_)) => {
-                    tracing::warn!(?peer, "arbiter: every connection slot is taken, closing");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(?peer, error = %e, "arbiter: cannot serve connection");
-                    continue;
-                }
-            };
-            match self.spawn_conn(stream, slot) {
+            if conns.len() >= self.arbiter.config.max_connections {
+                tracing::warn!(?peer, "arbiter: connection limit reached, closing");
+                continue;
+            }
+            match self.spawn_conn(stream) {
                 Ok(c) => conns.push(c),
                 Err(e) => tracing::warn!(?peer, error = %e, "arbiter: cannot serve connection"),
             }
@@ -265,22 +243,22 @@ impl Shared {
         conns.into_iter().for_each(|c| drop(c.thread.join()));
     }
 
-    fn spawn_conn(self: &Arc<Self>, stream: TcpStream, slot: Slot) -> std::io::Result<Conn> {
+    fn spawn_conn(self: &Arc<Self>, stream: TcpStream) -> std::io::Result<Conn> {
         let clone = stream.try_clone()?;
         let s = Arc::clone(self);
         let thread = (thread::Builder::new().name("arbiter-conn".into()))
-            .spawn(move || s.serve_conn(stream, slot))?;
+            .spawn(move || s.serve_conn(stream))?;
         Ok(Conn {
             stream: clone,
             thread,
         })
     }
 
-    fn serve_conn(&self, stream: TcpStream, slot: Slot) {
+    fn serve_conn(&self, stream: TcpStream) {
         let peer = stream.peer_addr().ok();
         // The acceptor holds a clone of the socket, so dropping ours would not close it.
         let closer = stream.try_clone();
-        let result = self.session(stream, &slot);
+        let result = self.session(stream);
         if let Ok(c) = closer {
             let _ = c.shutdown(Shutdown::Both);
         }
@@ -302,7 +280,7 @@ impl Shared {
         }
     }
 
-    fn session(&self, stream: TcpStream, slot: &Slot) -> Result<(), ArbiterError> {
+    fn session(&self, stream: TcpStream) -> Result<(), ArbiterError> {
         let config = &self.arbiter.config;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(config.io_timeout))?;
@@ -314,7 +292,6 @@ impl Shared {
             }
             None => (Channel::server(stream, &self.arbiter.secret)?, None),
         };
-        slot.authenticated();
         chan.stream().set_read_timeout(Some(config.idle_timeout))?;
         while !self.stopping.load(Ordering::SeqCst) {
             let req: Request = chan.recv()?;

@@ -197,9 +197,6 @@ fn connections_beyond_the_cap_are_closed() {
         },
     );
     let (mut a, mut b) = (client(&h), client(&h));
-    // Served once each: both are past their handshakes on the server's side too.
-    assert_eq!(a.current("vm").unwrap(), None);
-    assert_eq!(b.current("vm").unwrap(), None);
     let e = ArbiterClient::connect(h.local_addr(), SECRET, TIMEOUT)
         .err()
         .unwrap();
@@ -222,49 +219,6 @@ fn connections_beyond_the_cap_are_closed() {
         Some(1)
     );
     assert_eq!(b.current("vm").unwrap(), Some(1));
-}
-
-#[test]
-fn slow_loris_connections_neither_keep_their_slots_nor_keep_a_node_out() {
-    use std::io::Write;
-    let h = serve(
-        &temp_dir("loris").join("state"),
-        ServerConfig {
-            max_connections: 4,
-            handshake_timeout: Duration::from_millis(500),
-            ..Default::default()
-        },
-    );
-    // Twice as many silent or dripping connections as there are slots.
-    let mut loris: Vec<std::net::TcpStream> = (0..8)
-        .map(|_| std::net::TcpStream::connect(h.local_addr()).unwrap())
-        .collect();
-    thread::sleep(Duration::from_millis(50));
-    for s in &mut loris {
-        let _ = s.write_all(b"F");
-    }
-    // A node still gets in (it evicts the oldest handshake) and is served.
-    let mut c = client(&h);
-    assert_eq!(c.test_and_set("vm", 1, "a").unwrap(), Outcome::Won);
-    // And every dripping connection is closed by its deadline.
-    thread::sleep(Duration::from_millis(700));
-    for s in &mut loris {
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut b = [0u8; 64];
-        let closed = match std::io::Read::read(s, &mut b) {
-            Ok(0) => true,
-            Ok(_) => std::io::Read::read(s, &mut b).map_or(true, |n| n == 0),
-            Err(e) => !matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ),
-        };
-        assert!(
-            closed,
-            "a slow-loris connection outlived its handshake deadline"
-        );
-    }
-    assert_eq!(c.current("vm").unwrap(), Some(1));
 }
 
 /// Over TLS: a cluster CA in `dir` with an arbiter and `nodes`.

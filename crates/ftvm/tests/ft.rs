@@ -508,30 +508,14 @@ fn without_the_arbiter_nobody_goes_live_until_it_returns() {
     assert_eq!(c.counter("inc").unwrap(), before + 1);
 }
 
-/// What a [`Proxy`] does, once, to the next bytes going one way.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Tamper {
-    /// Flip one bit.
-    Flip,
-    /// Put 64 bytes of its own before them.
-    Inject,
-    /// Drop them.
-    Drop,
-    /// Pass them, then send the previous chunk again.
-    Replay,
-    /// Put an ack of entry 2^32 (never sent) before them (in clear, the ack's format).
-    ForgeAck,
-}
-
 /// A TCP proxy for the logging channel, a man in the middle: it can cut it (both
 /// directions go silent, the sockets stay open: a partition, not a crash), keeps what
-/// the primary sent (`captured`), and tampers once with the next bytes the primary
-/// (`down`) or the backup (its acks, `up`) sends.
+/// the primary sent (`captured`), and flips one bit of the primary's next bytes once
+/// `flip` is set.
 struct Proxy {
     port: u16,
     cut: Arc<AtomicBool>,
-    down: Arc<Mutex<Option<Tamper>>>,
-    up: Arc<Mutex<Option<Tamper>>>,
+    flip: Arc<AtomicBool>,
     captured: Arc<Mutex<Vec<u8>>>,
 }
 
@@ -540,30 +524,23 @@ impl Proxy {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
-        let down = Arc::new(Mutex::new(None));
-        let up = Arc::new(Mutex::new(None));
+        let flip = Arc::new(AtomicBool::new(false));
         let captured = Arc::new(Mutex::new(Vec::new()));
-        let (c, d, u, cap) = (cut.clone(), down.clone(), up.clone(), captured.clone());
+        let (c, f, cap) = (cut.clone(), flip.clone(), captured.clone());
         std::thread::spawn(move || {
             for s in l.incoming().take(16) {
                 let Ok(a) = s else { continue };
                 let Ok(b) = TcpStream::connect(("127.0.0.1", to)) else {
                     continue;
                 };
-                // (from, into, from the primary?, what to do to it)
-                for (mut from, mut into, is_down, tamper) in [
-                    (
-                        a.try_clone().unwrap(),
-                        b.try_clone().unwrap(),
-                        false,
-                        u.clone(),
-                    ),
-                    (b, a, true, d.clone()),
+                // (from, into, from the primary?)
+                for (mut from, mut into, down) in [
+                    (a.try_clone().unwrap(), b.try_clone().unwrap(), false),
+                    (b, a, true),
                 ] {
-                    let (c, cap) = (c.clone(), cap.clone());
+                    let (c, f, cap) = (c.clone(), f.clone(), cap.clone());
                     std::thread::spawn(move || {
                         let mut buf = vec![0u8; 1 << 16];
-                        let mut previous = Vec::new();
                         loop {
                             let n = match from.read(&mut buf) {
                                 Ok(0) | Err(_) => return,
@@ -572,28 +549,13 @@ impl Proxy {
                             while c.load(Ordering::Relaxed) {
                                 std::thread::sleep(Duration::from_millis(50));
                             }
-                            if is_down {
+                            if down {
                                 cap.lock().unwrap().extend_from_slice(&buf[..n]);
-                            }
-                            let mut out = buf[..n].to_vec();
-                            match tamper.lock().unwrap().take() {
-                                None => {}
-                                Some(Tamper::Flip) => out[n / 2] ^= 0x10,
-                                Some(Tamper::Inject) => {
-                                    let junk: Vec<u8> =
-                                        (0..64u8).map(|i| i.wrapping_mul(37)).collect();
-                                    out.splice(0..0, junk);
-                                }
-                                Some(Tamper::Drop) => out.clear(),
-                                Some(Tamper::Replay) => out.extend_from_slice(&previous),
-                                Some(Tamper::ForgeAck) => {
-                                    let mut ack = (1u64 << 32).to_le_bytes().to_vec();
-                                    ack.extend_from_slice(&0u64.to_le_bytes());
-                                    out.splice(0..0, ack);
+                                if f.swap(false, Ordering::SeqCst) {
+                                    buf[n / 2] ^= 0x10;
                                 }
                             }
-                            previous = buf[..n].to_vec();
-                            if into.write_all(&out).is_err() {
+                            if into.write_all(&buf[..n]).is_err() {
                                 return;
                             }
                         }
@@ -604,8 +566,7 @@ impl Proxy {
         Proxy {
             port,
             cut,
-            down,
-            up,
+            flip,
             captured,
         }
     }
@@ -615,40 +576,6 @@ impl Proxy {
         let cap = self.captured.lock().unwrap();
         cap.windows(needle.len()).any(|w| w == needle)
     }
-}
-
-/// After the pair's channel was broken: wait (up to `limit`) until one of P and B
-/// exits, then check that exactly one halted (exit 3) and the other runs on, live.
-/// Returns the survivor's name.
-fn one_side_serves_on(c: &mut Cluster, limit: Duration, what: &str) -> &'static str {
-    let t = Instant::now();
-    let (p_code, b_code) = loop {
-        let p = c.child("P").try_wait().unwrap().map(|s| s.code());
-        let b = c.child("B").try_wait().unwrap().map(|s| s.code());
-        if p.is_some() || b.is_some() {
-            std::thread::sleep(Duration::from_millis(500));
-            let p = c.child("P").try_wait().unwrap().map(|s| s.code());
-            let b = c.child("B").try_wait().unwrap().map(|s| s.code());
-            break (p, b);
-        }
-        assert!(t.elapsed() < limit, "{what}: nobody halted\n{}", c.logs());
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(!c.logs().contains("panicked"), "{}", c.logs());
-    let halted = [p_code, b_code]
-        .iter()
-        .filter(|x| **x == Some(Some(3)))
-        .count();
-    let running = [p_code, b_code].iter().filter(|x| x.is_none()).count();
-    assert_eq!(
-        (halted, running),
-        (1, 1),
-        "{what}: P {p_code:?} B {b_code:?}\n{}",
-        c.logs()
-    );
-    let winner = if p_code.is_none() { "P" } else { "B" };
-    c.wait_state(winner, "primary", "unprotected", Duration::from_secs(10));
-    winner
 }
 
 #[test]
@@ -665,7 +592,36 @@ fn cutting_the_logging_channel_leaves_exactly_one_side_live() {
     let before = c.counter("inc").unwrap();
     proxy.cut.store(true, Ordering::Relaxed);
     // Both sides notice; exactly one wins the arbiter and the other halts (exit 3).
-    one_side_serves_on(&mut c, Duration::from_secs(20), "a cut");
+    let t = Instant::now();
+    let (p_code, b_code) = loop {
+        let p = c.child("P").try_wait().unwrap().map(|s| s.code());
+        let b = c.child("B").try_wait().unwrap().map(|s| s.code());
+        if p.is_some() || b.is_some() {
+            std::thread::sleep(Duration::from_millis(500));
+            let p = c.child("P").try_wait().unwrap().map(|s| s.code());
+            let b = c.child("B").try_wait().unwrap().map(|s| s.code());
+            break (p, b);
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "nobody halted\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let halted = [p_code, b_code]
+        .iter()
+        .filter(|c| **c == Some(Some(3)))
+        .count();
+    let running = [p_code, b_code].iter().filter(|c| c.is_none()).count();
+    assert_eq!(
+        (halted, running),
+        (1, 1),
+        "P {p_code:?} B {b_code:?}\n{}",
+        c.logs()
+    );
+    let winner = if p_code.is_none() { "P" } else { "B" };
+    c.wait_state(winner, "primary", "unprotected", Duration::from_secs(10));
     assert_eq!(c.counter("inc").unwrap(), before + 1, "{}", c.logs());
 }
 
@@ -968,114 +924,47 @@ fn a_flipped_byte_on_the_logging_channel_ends_it_cleanly_and_one_side_serves_on(
     for _ in 0..5 {
         last = c.counter("inc").unwrap();
     }
-    *proxy.down.lock().unwrap() = Some(Tamper::Flip);
+    proxy.flip.store(true, Ordering::SeqCst);
     // The backup finds the damaged record (RFC 8446 §5.2) and ends the channel; both
     // sides see it end and ask the arbiter: exactly one serves on, the other halts.
-    one_side_serves_on(&mut c, Duration::from_secs(30), "a flipped bit");
+    let t = Instant::now();
+    let (p_code, b_code) = loop {
+        let p = c.child("P").try_wait().unwrap().map(|s| s.code());
+        let b = c.child("B").try_wait().unwrap().map(|s| s.code());
+        if p.is_some() || b.is_some() {
+            std::thread::sleep(Duration::from_millis(500));
+            let p = c.child("P").try_wait().unwrap().map(|s| s.code());
+            let b = c.child("B").try_wait().unwrap().map(|s| s.code());
+            break (p, b);
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the flipped byte went unnoticed\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(
         c.log("B").contains("lost the primary") && c.log("B").to_lowercase().contains("decrypt"),
         "{}",
         c.log("B")
     );
+    assert!(!c.logs().contains("panicked"), "{}", c.logs());
+    let halted = [p_code, b_code]
+        .iter()
+        .filter(|x| **x == Some(Some(3)))
+        .count();
+    let running = [p_code, b_code].iter().filter(|x| x.is_none()).count();
+    assert_eq!(
+        (halted, running),
+        (1, 1),
+        "P {p_code:?} B {b_code:?}\n{}",
+        c.logs()
+    );
+    let winner = if p_code.is_none() { "P" } else { "B" };
+    c.wait_state(winner, "primary", "unprotected", Duration::from_secs(10));
     // Nothing acknowledged was lost.
     assert_eq!(c.counter("inc").unwrap(), last + 1, "{}", c.logs());
-}
-
-/// Bytes injected, dropped or replayed on either direction of the logging channel (the
-/// primary's entries, the backup's acks) end the channel: TLS records are numbered and
-/// sealed (RFC 8446 §5.3), so none of it can release an output early. One side serves
-/// on and nothing acknowledged is lost.
-#[test]
-fn bytes_injected_dropped_or_replayed_on_the_logging_channel_end_it_and_lose_nothing() {
-    let _one = serial();
-    // (what, on the acks?, in clear?)
-    for (tamper, on_acks, plaintext) in [
-        (Tamper::Inject, false, false),
-        (Tamper::Drop, false, false),
-        (Tamper::Replay, false, false),
-        (Tamper::Replay, true, false),
-        (Tamper::Flip, true, false),
-        // In clear, acks are bare: a forged one is caught by what was sent.
-        (Tamper::ForgeAck, true, true),
-    ] {
-        let what = format!("{tamper:?} on the {}", if on_acks { "acks" } else { "log" });
-        let name = format!("ft-tls-{tamper:?}-{on_acks}").to_lowercase();
-        let (mut c, proxy) = pair_through_proxy(&name, plaintext);
-        let mut last = 0;
-        for _ in 0..3 {
-            last = c.counter("inc").unwrap();
-        }
-        let side = if on_acks { &proxy.up } else { &proxy.down };
-        *side.lock().unwrap() = Some(tamper);
-        // The acks flow only when outputs do: keep the guest answering.
-        let t = Instant::now();
-        while side.lock().unwrap().is_some() && t.elapsed() < Duration::from_secs(10) {
-            match c.counter("inc") {
-                Ok(v) => last = v,
-                Err(_) => break,
-            }
-        }
-        let lost = if on_acks {
-            "lost the backup"
-        } else {
-            "lost the primary"
-        };
-        one_side_serves_on(&mut c, Duration::from_secs(30), &what);
-        let noticed = if on_acks { c.log("P") } else { c.log("B") };
-        assert!(noticed.contains(lost), "{what}\n{}", c.logs());
-        if tamper == Tamper::ForgeAck {
-            assert!(noticed.contains("protocol error"), "{what}\n{noticed}");
-        }
-        // Nothing acknowledged was lost (an increment in flight at the break may or
-        // may not have happened; none that was answered is gone).
-        let now = c.counter("inc").unwrap();
-        assert!(
-            now == last + 1 || now == last + 2,
-            "{what}: {last} then {now}\n{}",
-            c.logs()
-        );
-    }
-}
-
-/// Connections that open and then drip a byte now and then (slow loris), twice as
-/// many as the primary has admission slots: a real backup still joins, and each of
-/// them is closed by its handshake deadline (5 s).
-#[test]
-fn slow_loris_connections_to_the_primary_neither_keep_a_backup_out_nor_stay() {
-    let _one = serial();
-    let mut c = Cluster::new("ft-loris");
-    let p = free_port();
-    c.primary("P", p);
-    c.wait_counter();
-    let loris: Vec<_> = (0..16)
-        .map(|_| {
-            let mut s = TcpStream::connect(("127.0.0.1", p)).unwrap();
-            std::thread::spawn(move || {
-                let t = Instant::now();
-                while t.elapsed() < Duration::from_secs(30) {
-                    if s.write_all(&[0x16]).is_err() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                t.elapsed()
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(300));
-    let secret = c.secret.clone();
-    c.backup("B", free_port(), p, &secret);
-    c.wait_state("P", "primary", "protected", Duration::from_secs(60));
-    for l in loris {
-        let lasted = l.join().unwrap();
-        assert!(
-            lasted < Duration::from_secs(15),
-            "a slow-loris connection lasted {lasted:?}\n{}",
-            c.log("P")
-        );
-    }
-    assert!(c.log("P").contains("refused a backup"), "{}", c.log("P"));
-    assert!(c.counter("inc").is_ok());
 }
 
 #[test]

@@ -72,8 +72,6 @@ struct Link {
     last_ack: Option<Time>,
     /// Entries sent and not yet acknowledged, with when.
     unacked: std::collections::VecDeque<(Seq, Time)>,
-    /// The newest entry sent: an ack beyond it is forged.
-    sent_through: Seq,
     /// Outputs may leave until then (the lease the newest ack granted).
     lease_until: Time,
 }
@@ -305,7 +303,6 @@ impl<T> Primary<T> {
             last_sent: now,
             last_ack: None,
             unacked: std::collections::VecDeque::new(),
-            sent_through: Seq(0),
             lease_until: Time(0),
         });
     }
@@ -314,7 +311,6 @@ impl<T> Primary<T> {
     pub fn sent(&mut self, seq: Seq, now: Time) {
         if let Some(l) = &mut self.link {
             l.last_sent = now;
-            l.sent_through = l.sent_through.max(seq);
             l.unacked.push_back((seq, now));
         }
     }
@@ -349,19 +345,9 @@ impl<T> Primary<T> {
         self.in_flight.clone()
     }
 
-    /// The backup acknowledged every entry through `seq`. An ack for an entry never
-    /// sent is forged or corrupt (issue 12): a protocol error that drops the backup,
-    /// never a release.
+    /// The backup acknowledged every entry through `seq`.
     pub fn ack(&mut self, seq: Seq, now: Time) {
         let Some(l) = &mut self.link else { return };
-        if seq > l.sent_through {
-            let why = format!(
-                "protocol error: an acknowledgment of entry {} but only {} were sent",
-                seq.0, l.sent_through.0
-            );
-            self.channel_failed(&why, now);
-            return;
-        }
         l.last_ack = Some(now);
         while l.unacked.front().is_some_and(|(s, _)| *s <= seq) {
             let (_, sent) = l.unacked.pop_front().expect("front exists");
@@ -545,40 +531,12 @@ mod tests {
     }
 
     #[test]
-    fn an_ack_for_an_entry_never_sent_drops_the_backup_and_releases_nothing() {
-        let mut p = protected();
-        p.sent(Seq(1), t(3));
-        p.output(Some(Seq(1)), "a", t(3));
-        p.sent(Seq(2), t(3));
-        p.output(Some(Seq(2)), "b", t(3));
-        p.actions();
-        // A forged ack for entry 9 (only 2 were sent) must not release "a" or "b".
-        p.ack(Seq(9), t(4));
-        let a = p.actions();
-        assert!(
-            matches!(&a[..], [PrimaryAction::DropBackup(why), PrimaryAction::Ask { generation: 1, .. }] if why.contains("never") || why.contains("only 2")),
-            "{a:?}"
-        );
-        assert_eq!(p.phase(), PrimaryPhase::Arbitrating);
-        assert_eq!(p.held(), 2);
-        // Acks through what was sent are fine.
-        let mut p = protected();
-        p.sent(Seq(1), t(3));
-        p.output(Some(Seq(1)), "a", t(3));
-        p.actions();
-        p.ack(Seq(1), t(4));
-        assert_eq!(p.actions(), vec![PrimaryAction::Release("a")]);
-        assert_eq!(p.phase(), PrimaryPhase::Protected);
-    }
-
-    #[test]
     fn heartbeats_go_out_after_silence_and_silence_from_the_backup_means_it_is_lost() {
         let mut p = protected();
         p.tick(t(5));
         assert!(p.actions().is_empty());
         p.tick(t(12));
         assert_eq!(p.actions(), vec![PrimaryAction::Heartbeat]);
-        p.sent(Seq(1), t(12));
         p.ack(Seq(1), t(13));
         p.tick(t(200));
         p.actions();

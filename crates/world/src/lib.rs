@@ -17,7 +17,6 @@ pub mod entropy;
 pub mod hostclock;
 pub mod keys;
 pub mod net;
-pub mod slots;
 pub mod tls;
 
 pub use arbiter::{Arbiter, ArbiterFailure, Decision};
@@ -27,4 +26,3 @@ pub use entropy::Entropy;
 pub use hostclock::Clock;
 pub use mio;
 pub use net::Net;
-pub use slots::{Slot, SlotLimits, Slots};

@@ -21,18 +21,13 @@ use ftvm_machine::devices::virtio::{BlkRequest, BlkRequestKind};
 use ftvm_machine::{Event, Machine, Output, OutputKind};
 use ftvm_replica::{PrimaryAction, PrimaryPhase, Seq};
 use ftvm_world::mio::Waker;
-use ftvm_world::{Channel, Slot, SlotLimits, Slots};
+use ftvm_world::Channel;
 use std::collections::VecDeque;
 use std::io::{BufReader, BufWriter, Read};
 use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Connections from would-be backups handled at once (more evict the oldest handshake).
-const ADMIT_SLOTS: usize = 8;
-/// From a backup's connect to its authenticated hello.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the primary's threads tell it.
 enum News {
@@ -175,35 +170,19 @@ impl Primary {
         let (tx, news) = mpsc::channel();
         let tx = NewsSender { tx, waker };
         let (n, admitted) = (node.clone(), tx.clone());
-        // Each candidate in a thread of its own, in a bounded set of slots with a
-        // handshake deadline: a silent or slow peer can neither stall us nor keep a
-        // backup out (issue 12 item 4).
-        let slots = Slots::new(SlotLimits {
-            max: ADMIT_SLOTS,
-            handshake: HANDSHAKE_TIMEOUT,
-        })?;
         std::thread::Builder::new()
             .name("admit".into())
             .spawn(move || {
                 for conn in listener.incoming() {
                     let Ok(stream) = conn else { continue };
-                    let slot = match slots.admit(&stream) {
-                        Ok(Ok(slot)) => slot,
-                        _ => continue,
-                    };
-                    let (node, tx) = (n.clone(), admitted.clone());
-                    let spawned =
-                        std::thread::Builder::new()
-                            .name("admit-peer".into())
-                            .spawn(move || match admit(stream, &node, &slot) {
-                                Ok(c) => {
-                                    tx.send(News::Candidate(c));
-                                }
-                                Err(e) => eprintln!("ftvm: {}: refused a backup: {e:#}", node.name),
-                            });
-                    if let Err(e) = spawned {
-                        eprintln!("ftvm: {}: cannot admit a backup: {e}", n.name);
-                    }
+                    let (n, tx) = (n.clone(), admitted.clone());
+                    // Each candidate in its own thread: a silent peer cannot stall us.
+                    std::thread::spawn(move || match admit(stream, &n) {
+                        Ok(c) => {
+                            tx.send(News::Candidate(c));
+                        }
+                        Err(e) => eprintln!("ftvm: {}: refused a backup: {e:#}", n.name),
+                    });
                 }
             })?;
         let status = StatusFile::new(&node.run_dir, &node.vm, &node.name, node.engine);
@@ -748,7 +727,7 @@ fn read_acks(stream: Box<dyn Channel>, link: u64, tx: &NewsSender) {
 
 /// Authenticate a connecting backup and agree on the pair's generation. Over TLS the
 /// backup is who its certificate says, and its hello must say the same.
-fn admit(mut tcp: TcpStream, node: &Node, slot: &Slot) -> Result<Candidate> {
+fn admit(mut tcp: TcpStream, node: &Node) -> Result<Candidate> {
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -777,7 +756,6 @@ fn admit(mut tcp: TcpStream, node: &Node, slot: &Slot) -> Result<Candidate> {
         let _ = wire::send(&mut stream, &Message::Refused(why.clone()));
         anyhow::bail!("{why}");
     }
-    slot.authenticated();
     if hello.vm != node.vm {
         let why = format!("this primary runs VM {}, not {}", node.vm, hello.vm);
         wire::send(&mut stream, &Message::Busy(why.clone()))?;
