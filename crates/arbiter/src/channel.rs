@@ -12,7 +12,7 @@ use serde::Serialize;
 use sha2::Sha256;
 
 use crate::error::{ArbiterError, AuthFailure};
-use crate::proto::{MAX_MESSAGE_LEN, PROTOCOL_VERSION};
+use crate::proto::{self, MAX_MESSAGE_LEN, PROTOCOL_VERSION};
 use ftvm_world::tls::{Credentials, TlsChannel};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -200,7 +200,7 @@ impl Channel {
         if let Some(tls) = &mut self.tls {
             let mut payload = vec![0; n as usize];
             tls.read_exact(&mut payload)?;
-            return postcard::from_bytes(&payload).map_err(ArbiterError::Decode);
+            return proto::decode_message(&payload);
         }
         let mut rest = vec![0; n as usize + LEN];
         self.stream.read_exact(&mut rest)?;
@@ -210,7 +210,7 @@ impl Channel {
             .verify_slice(tag))
         .map_err(|_| ArbiterError::BadMac)?;
         self.received += 1;
-        postcard::from_bytes(payload).map_err(ArbiterError::Decode)
+        proto::decode_message(payload)
     }
 }
 

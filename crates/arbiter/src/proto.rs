@@ -1,7 +1,9 @@
 //! The messages of the arbiter protocol, sent as postcard inside authenticated frames
 //! (see the crate docs for the framing and the handshake).
 
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::error::ArbiterError;
 
 use crate::state::{Outcome, Winner};
 
@@ -51,4 +53,10 @@ pub enum Reply {
     Refused(String),
     /// Over TLS: a test-and-set for another node than the client's certificate names.
     NotYours(String),
+}
+
+/// Decodes one frame's payload (a [`Request`] on the server, a [`Reply`] on the client),
+/// after the frame's length and tag were checked.
+pub fn decode_message<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ArbiterError> {
+    postcard::from_bytes(payload).map_err(ArbiterError::Decode)
 }

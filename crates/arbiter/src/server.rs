@@ -156,9 +156,10 @@ impl Arbiter {
         self
     }
 
-    /// `identity` (the client's certificate's node, over TLS) may claim for itself or
-    /// one of its incarnations (`NAME#…`), never for another node.
-    fn handle(&self, req: Request, identity: Option<&str>) -> Reply {
+    /// Serves one decoded request as a session does. `identity` (the client's
+    /// certificate's node, over TLS) may claim for itself or one of its incarnations
+    /// (`NAME#…`), never for another node. Public for the fuzz target (crates/arbiter/fuzz).
+    pub fn handle(&self, req: Request, identity: Option<&str>) -> Reply {
         let result = match req {
             Request::TestAndSet { node, .. }
                 if identity.is_some_and(|id| !claims_as(&node, id)) =>

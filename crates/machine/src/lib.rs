@@ -35,6 +35,8 @@ pub mod types;
 pub use boot::{BootConfig, BootError, Firmware};
 pub use cpu::jit::{Engine, JitStats};
 pub use machine::{Event, Exit, Machine, Output, OutputKind};
+/// Guest RAM, for driving a device model from outside (the virtio fuzz target).
+pub use ram::Ram;
 pub use snapshot::SnapshotError;
 pub use types::{GuestPhysAddr, ICount, PhysRange};
 

@@ -244,7 +244,13 @@ fn try_join(
                         path.display()
                     ))
                 })?;
-            f.set_len(d.sectors * 512)?;
+            let len = d.sectors.checked_mul(512).ok_or_else(|| {
+                JoinError::Fatal(anyhow::anyhow!(
+                    "the primary offers a disk of {} sectors",
+                    d.sectors
+                ))
+            })?;
+            f.set_len(len)?;
             Some(f)
         }
         _ => None,

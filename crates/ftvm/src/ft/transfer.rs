@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use ftvm_machine::{Machine, PAGE_SIZE};
 use ftvm_world::Channel;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -226,12 +226,16 @@ impl Sender {
 /// until the final state arrives; returns the machine in the primary's state.
 /// Disk pieces go to `disk` (the backup's own copy), if it has one.
 pub fn receive(
-    r: &mut BufReader<Box<dyn Channel>>,
+    r: &mut impl Read,
     mut machine: Machine,
     mut disk: Option<&File>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Machine> {
     let mut bytes = 0u64;
+    let disk_len = match disk {
+        Some(f) => f.metadata().context("sizing the disk copy")?.len(),
+        None => 0,
+    };
     loop {
         match wire::recv(r, PAGE_SIZE)? {
             Message::Pages(pages) => {
@@ -255,6 +259,12 @@ pub fn receive(
                 let Some(f) = &mut disk else {
                     bail!("the primary sent disk contents to a backup that shares its disk");
                 };
+                if offset
+                    .checked_add(u64::from(len))
+                    .is_none_or(|end| end > disk_len)
+                {
+                    bail!("the primary sent {len} disk bytes at {offset}, outside the disk");
+                }
                 let zeros;
                 let data = match &data {
                     Some(d) => d.as_slice(),
@@ -277,6 +287,58 @@ pub fn receive(
                     .context("the primary's machine state cannot be restored here");
             }
             _ => bail!("unexpected message during the state transfer"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ftvm_machine::boot::{DeviceConfig, DiskConfig};
+    use ftvm_machine::testutil::{config, elf};
+
+    const SECTORS: u64 = 64;
+
+    fn backup_with_disk(name: &str) -> (Machine, File) {
+        let mut cfg = config(elf(&[0x6f, 0, 0, 0]));
+        cfg.devices = DeviceConfig {
+            disk: Some(DiskConfig {
+                sectors: SECTORS,
+                read_only: false,
+            }),
+            ..Default::default()
+        };
+        let path = std::env::temp_dir().join(format!("ftvm-{name}-{}", std::process::id()));
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f.set_len(SECTORS * 512).unwrap();
+        (Machine::new(&cfg).unwrap(), f)
+    }
+
+    /// A disk piece that reaches past the backup's disk is refused: the copy keeps the
+    /// guest's size (the ft_wire fuzz target's disk check).
+    #[test]
+    fn a_disk_piece_outside_the_disk_is_refused() {
+        for (offset, len) in [
+            (SECTORS * 512 - 256, 512),
+            (u64::MAX - 100, 512),
+            (1 << 40, 0),
+        ] {
+            let (machine, f) = backup_with_disk("disk-outside");
+            let mut stream = Vec::new();
+            let data = (len > 0).then(|| vec![7u8; len as usize]);
+            wire::send(&mut stream, &Message::Disk(offset, len, data)).unwrap();
+            let err = receive(&mut &stream[..], machine, Some(&f), &mut |_| {})
+                .err()
+                .expect("refused");
+            assert!(err.to_string().contains("outside the disk"), "{err:#}");
+            assert_eq!(f.metadata().unwrap().len(), SECTORS * 512);
         }
     }
 }

@@ -28,6 +28,8 @@ pub const GREETING: [u8; 8] = *b"FTVMLOG\x01";
 const MAX_MESSAGE: u32 = 512 << 20;
 /// Bytes in one acknowledgment.
 pub const ACK_LEN: usize = 16;
+/// Largest piece of the disk image in one `Disk` message (the primary sends 64 KiB).
+pub const MAX_DISK_PIECE: u32 = 1 << 20;
 
 /// Message tags.
 const HELLO: u8 = 1;
@@ -160,6 +162,9 @@ pub fn recv(r: &mut impl Read, page_size: usize) -> Result<Message> {
             }
             let offset = u64::from_le_bytes(payload[..8].try_into()?);
             let len = u32::from_le_bytes(payload[8..12].try_into()?);
+            if len > MAX_DISK_PIECE {
+                bail!("a disk message of {len} bytes is out of bounds");
+            }
             let data = match (payload[12], &payload[13..]) {
                 (0, []) => None,
                 (1, d) if d.len() == len as usize => Some(d.to_vec()),
@@ -258,6 +263,10 @@ mod tests {
             &[10, 0, 0, 0, PAGES, 1, 0, 0, 0, 5, 0, 0, 0, 9],
             &[15, 0, 0, 0, DISK, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 1, 7],
             &[14, 0, 0, 0, DISK, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            // A zero piece of 4 GiB: the backup would allocate it.
+            &[
+                14, 0, 0, 0, DISK, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0,
+            ],
         ] {
             assert!(recv(&mut &bad[..], 16).is_err(), "{bad:?}");
         }

@@ -3,6 +3,9 @@
 //! and both taking turns, with hart state and RAM compared at every step.
 #![no_main]
 
+#[path = "../../../../fuzz/alloc_limit.rs"]
+mod alloc_limit;
+
 use ftvm_machine::differential::{check, generate, Source};
 use libfuzzer_sys::fuzz_target;
 

@@ -4,6 +4,9 @@
 //! thousand instructions and hashes its state, never panic or allocate without bound.
 #![no_main]
 
+#[path = "../../../../fuzz/alloc_limit.rs"]
+mod alloc_limit;
+
 use ftvm_machine::{ICount, Machine};
 use libfuzzer_sys::fuzz_target;
 
@@ -26,4 +29,3 @@ fuzz_target!(|payload: &[u8]| {
         m.state_hash();
     }
 });
-

@@ -4,6 +4,9 @@
 //! message's worth; every message parses as a hello or is refused.
 #![no_main]
 
+#[path = "../../../../fuzz/alloc_limit.rs"]
+mod alloc_limit;
+
 use ftvm_switch::wire::{parse_hello, Decoder, MAX_MESSAGE};
 use libfuzzer_sys::fuzz_target;
 
@@ -33,7 +36,10 @@ fuzz_target!(|data: &[u8]| {
     let whole = decode(std::iter::once(rest));
     let step = 1 + cut as usize % 61;
     let pieces = decode(rest.chunks(step));
-    assert_eq!(whole, pieces, "the messages depend on how the bytes arrived");
+    assert_eq!(
+        whole, pieces,
+        "the messages depend on how the bytes arrived"
+    );
     for m in &whole.0 {
         let _ = parse_hello(m);
     }
