@@ -156,13 +156,16 @@ impl RemoteArbiter {
     }
 }
 
-/// A failed question as a node sees it: only a failed authentication is final.
+/// A failed question as a node sees it: a failed authentication and a refusal are final.
 fn failure(e: ArbiterError) -> ArbiterFailure {
     match e {
         ArbiterError::Unauthenticated(why) => ArbiterFailure::Unauthenticated(why.to_string()),
         e @ (ArbiterError::TlsRefused(_)
         | ArbiterError::WrongPeer { .. }
         | ArbiterError::NotYours(_)) => ArbiterFailure::Unauthenticated(e.to_string()),
+        e @ (ArbiterError::Refused(_)
+        | ArbiterError::OutOfOrder { .. }
+        | ArbiterError::InvalidName { .. }) => ArbiterFailure::Refused(e.to_string()),
         e => ArbiterFailure::Unreachable(e.to_string()),
     }
 }

@@ -82,6 +82,17 @@ pub enum ArbiterError {
         /// The name in the server's certificate.
         got: String,
     },
+    /// A claim for a generation that is not the next one of its VM: stale (older and
+    /// undecided) or far-future.
+    #[error("generation {generation} of VM {vm:?} cannot be claimed: the next is {next}")]
+    OutOfOrder {
+        /// The VM.
+        vm: String,
+        /// The generation asked for.
+        generation: u64,
+        /// The only generation without a winner that may be claimed.
+        next: u64,
+    },
     /// The request claimed for a node that the client's certificate is not.
     #[error("the arbiter refused a claim: {0}")]
     NotYours(String),

@@ -6,7 +6,10 @@
 //! current generation: the first node wins, and asking again with the same node still
 //! wins (a retry after a lost reply); every other node loses and is told the winner.
 //! After a failover the survivor runs unprotected in generation `g`; once a new backup
-//! joins, the pair moves to `g + 1`.
+//! joins, the pair moves to `g + 1`. Generations are decided in order: a VM's first
+//! claim is generation 0 (its boot), and a generation without a winner can be claimed
+//! only if it is the one after the newest decided; anything else is refused
+//! ([`ArbiterError::OutOfOrder`]), so nobody wins a stale or a far-future generation.
 //!
 //! # State file (version [`STATE_VERSION`])
 //!

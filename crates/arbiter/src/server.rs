@@ -104,6 +104,8 @@ impl Arbiter {
 
     /// If (`vm`, `generation`) has no winner, records `node` durably and answers
     /// [`Outcome::Won`]; otherwise `Won` for the recorded node and `Lost` for any other.
+    /// A generation without a winner other than the next of `vm` (0 for a new VM) is
+    /// refused with [`ArbiterError::OutOfOrder`].
     pub fn test_and_set(
         &self,
         vm: &str,
@@ -119,6 +121,17 @@ impl Arbiter {
                 false => Outcome::Lost {
                     winner: w.node.clone(),
                 },
+            });
+        }
+        // Generations are decided in order (issue 12): a claim may only take the one
+        // after the newest decided, so no node can win a stale generation that nobody
+        // claimed or reserve a far-future one that would outrank every pair to come.
+        let next = ledger.current(vm).map_or(0, |c| c + 1);
+        if generation != next {
+            return Err(ArbiterError::OutOfOrder {
+                vm: vm.to_owned(),
+                generation,
+                next,
             });
         }
         let set_at_unix_ms =

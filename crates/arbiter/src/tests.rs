@@ -40,10 +40,10 @@ fn lost(winner: &str) -> Outcome {
 fn first_caller_wins_second_loses_and_is_told_the_winner() {
     let h = serve(&temp_dir("first").join("state"), ServerConfig::default());
     let (mut a, mut b) = (client(&h), client(&h));
-    assert_eq!(a.test_and_set("vm", 1, "node-a").unwrap(), Outcome::Won);
-    assert_eq!(b.test_and_set("vm", 1, "node-b").unwrap(), lost("node-a"));
-    assert_eq!(a.query("vm", 1).unwrap().unwrap().node, "node-a");
-    assert_eq!(b.query("vm", 2).unwrap(), None);
+    assert_eq!(a.test_and_set("vm", 0, "node-a").unwrap(), Outcome::Won);
+    assert_eq!(b.test_and_set("vm", 0, "node-b").unwrap(), lost("node-a"));
+    assert_eq!(a.query("vm", 0).unwrap().unwrap().node, "node-a");
+    assert_eq!(b.query("vm", 1).unwrap(), None);
     assert_eq!(b.query("other", 1).unwrap(), None);
     h.stop();
 }
@@ -51,12 +51,12 @@ fn first_caller_wins_second_loses_and_is_told_the_winner() {
 #[test]
 fn retry_by_the_winner_wins_again() {
     let h = serve(&temp_dir("retry").join("state"), ServerConfig::default());
-    assert_eq!(client(&h).test_and_set("vm", 7, "a").unwrap(), Outcome::Won);
+    assert_eq!(client(&h).test_and_set("vm", 0, "a").unwrap(), Outcome::Won);
     // The reply was "lost": the winner reconnects and asks again.
     let mut again = client(&h);
-    assert_eq!(again.test_and_set("vm", 7, "a").unwrap(), Outcome::Won);
-    assert_eq!(again.test_and_set("vm", 7, "a").unwrap(), Outcome::Won);
-    assert_eq!(again.test_and_set("vm", 7, "b").unwrap(), lost("a"));
+    assert_eq!(again.test_and_set("vm", 0, "a").unwrap(), Outcome::Won);
+    assert_eq!(again.test_and_set("vm", 0, "a").unwrap(), Outcome::Won);
+    assert_eq!(again.test_and_set("vm", 0, "b").unwrap(), lost("a"));
 }
 
 #[test]
@@ -64,36 +64,68 @@ fn generations_and_vms_are_independent() {
     let h = serve(&temp_dir("gens").join("state"), ServerConfig::default());
     let mut c = client(&h);
     assert_eq!(c.current("vm").unwrap(), None);
-    assert_eq!(c.test_and_set("vm", 1, "a").unwrap(), Outcome::Won);
-    // After a failover to b and a new backup, the pair moves to generation 2.
+    assert_eq!(c.test_and_set("vm", 0, "a").unwrap(), Outcome::Won);
+    // A backup joins (generation 1); the pair fails over to b, a new backup joins: 2.
+    assert_eq!(c.test_and_set("vm", 1, "b").unwrap(), Outcome::Won);
     assert_eq!(c.test_and_set("vm", 2, "b").unwrap(), Outcome::Won);
-    assert_eq!(c.test_and_set("vm", 1, "b").unwrap(), lost("a"));
+    assert_eq!(c.test_and_set("vm", 1, "a").unwrap(), lost("b"));
     assert_eq!(c.test_and_set("vm", 2, "a").unwrap(), lost("b"));
-    assert_eq!(c.test_and_set("vm-2", 1, "b").unwrap(), Outcome::Won);
-    assert_eq!(c.test_and_set("vm", 10, "a").unwrap(), Outcome::Won);
-    assert_eq!(c.current("vm").unwrap(), Some(10));
-    assert_eq!(c.current("vm-2").unwrap(), Some(1));
+    assert_eq!(c.test_and_set("vm-2", 0, "b").unwrap(), Outcome::Won);
+    assert_eq!(c.current("vm").unwrap(), Some(2));
+    assert_eq!(c.current("vm-2").unwrap(), Some(0));
     assert_eq!(c.current("v").unwrap(), None);
     assert_eq!(c.current("vm-3").unwrap(), None);
-    assert_eq!(h.arbiter().current("vm"), Some(10));
+    assert_eq!(h.arbiter().current("vm"), Some(2));
+}
+
+#[test]
+fn only_the_next_generation_can_be_won() {
+    let h = serve(&temp_dir("order").join("state"), ServerConfig::default());
+    let mut c = client(&h);
+    let out_of_order = |r: Result<Outcome, ArbiterError>, next| match r {
+        Err(ArbiterError::Refused(why)) => {
+            assert!(why.contains(&format!("the next is {next}")), "{why}")
+        }
+        r => panic!("expected a refusal, got {r:?}"),
+    };
+    // A new VM starts at 0: nobody reserves a far-future generation.
+    out_of_order(c.test_and_set("vm", 1, "evil"), 0);
+    out_of_order(c.test_and_set("vm", u64::MAX, "evil"), 0);
+    assert_eq!(c.test_and_set("vm", 0, "a").unwrap(), Outcome::Won);
+    assert_eq!(c.test_and_set("vm", 1, "a").unwrap(), Outcome::Won);
+    // Far-future: skipping one is refused, and so is u64::MAX.
+    out_of_order(c.test_and_set("vm", 3, "evil"), 2);
+    out_of_order(c.test_and_set("vm", u64::MAX, "evil"), 2);
+    // Stale: a decided generation answers as decided, never to a new claimant.
+    assert_eq!(c.test_and_set("vm", 0, "evil").unwrap(), lost("a"));
+    // The refusals recorded nothing; the next one is still open, for anyone.
+    assert_eq!(c.current("vm").unwrap(), Some(1));
+    assert_eq!(c.query("vm", 3).unwrap(), None);
+    assert_eq!(c.test_and_set("vm", 2, "b").unwrap(), Outcome::Won);
+    // The same holds locally, and the refusal names the VM and both generations.
+    let e = h.arbiter().test_and_set("vm", 9, "b").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "generation 9 of VM \"vm\" cannot be claimed: the next is 3"
+    );
 }
 
 #[test]
 fn winner_survives_a_restart() {
     let path = temp_dir("restart").join("state");
     let h = serve(&path, ServerConfig::default());
-    assert_eq!(client(&h).test_and_set("vm", 3, "a").unwrap(), Outcome::Won);
-    let set_at = h.arbiter().query("vm", 3).unwrap().set_at_unix_ms;
+    assert_eq!(client(&h).test_and_set("vm", 0, "a").unwrap(), Outcome::Won);
+    let set_at = h.arbiter().query("vm", 0).unwrap().set_at_unix_ms;
     assert!(set_at > 0);
     h.stop();
 
     let h = serve(&path, ServerConfig::default());
     let mut c = client(&h);
-    let w = c.query("vm", 3).unwrap().unwrap();
+    let w = c.query("vm", 0).unwrap().unwrap();
     assert_eq!((w.node.as_str(), w.set_at_unix_ms), ("a", set_at));
-    assert_eq!(c.test_and_set("vm", 3, "b").unwrap(), lost("a"));
-    assert_eq!(c.test_and_set("vm", 3, "a").unwrap(), Outcome::Won);
-    assert_eq!(c.current("vm").unwrap(), Some(3));
+    assert_eq!(c.test_and_set("vm", 0, "b").unwrap(), lost("a"));
+    assert_eq!(c.test_and_set("vm", 0, "a").unwrap(), Outcome::Won);
+    assert_eq!(c.current("vm").unwrap(), Some(0));
 }
 
 #[test]
@@ -132,11 +164,11 @@ fn exactly_one_of_twenty_racers_wins() {
 fn local_calls_and_remote_calls_share_the_ledger() {
     let h = serve(&temp_dir("local").join("state"), ServerConfig::default());
     assert_eq!(
-        h.arbiter().test_and_set("vm", 1, "local").unwrap(),
+        h.arbiter().test_and_set("vm", 0, "local").unwrap(),
         Outcome::Won
     );
     assert_eq!(
-        client(&h).test_and_set("vm", 1, "remote").unwrap(),
+        client(&h).test_and_set("vm", 0, "remote").unwrap(),
         lost("local")
     );
 }
@@ -160,7 +192,7 @@ fn invalid_names_are_refused() {
     // Queries need no valid name: nothing was ever recorded under one.
     assert_eq!(c.query(&long, 1).unwrap(), None);
     assert_eq!(
-        c.test_and_set("x".repeat(255).as_str(), 1, "a").unwrap(),
+        c.test_and_set("x".repeat(255).as_str(), 0, "a").unwrap(),
         Outcome::Won
     );
 }
@@ -176,7 +208,7 @@ fn stop_closes_live_connections_and_releases_the_state() {
         },
     );
     let mut idle = client(&h);
-    assert_eq!(idle.test_and_set("vm", 1, "a").unwrap(), Outcome::Won);
+    assert_eq!(idle.test_and_set("vm", 0, "a").unwrap(), Outcome::Won);
     let addr = h.local_addr();
     h.stop();
     assert!(idle.query("vm", 1).is_err());
@@ -184,7 +216,7 @@ fn stop_closes_live_connections_and_releases_the_state() {
     assert!(ArbiterClient::connect(addr, SECRET, TIMEOUT).is_err());
     // The lock is released: a new arbiter opens the same state.
     let h = serve(&path, ServerConfig::default());
-    assert_eq!(client(&h).test_and_set("vm", 1, "b").unwrap(), lost("a"));
+    assert_eq!(client(&h).test_and_set("vm", 0, "b").unwrap(), lost("a"));
 }
 
 #[test]
@@ -204,7 +236,7 @@ fn connections_beyond_the_cap_are_closed() {
         .err()
         .unwrap();
     assert!(matches!(e, ArbiterError::Closed), "{e}");
-    assert_eq!(a.test_and_set("vm", 1, "a").unwrap(), Outcome::Won);
+    assert_eq!(a.test_and_set("vm", 0, "a").unwrap(), Outcome::Won);
     drop(a);
     // Once a connection ends, there is room again (bounded wait for the server to notice).
     let mut c = None;
@@ -219,9 +251,9 @@ fn connections_beyond_the_cap_are_closed() {
     }
     assert_eq!(
         c.expect("room after a disconnect").current("vm").unwrap(),
-        Some(1)
+        Some(0)
     );
-    assert_eq!(b.current("vm").unwrap(), Some(1));
+    assert_eq!(b.current("vm").unwrap(), Some(0));
 }
 
 #[test]
@@ -245,7 +277,7 @@ fn slow_loris_connections_neither_keep_their_slots_nor_keep_a_node_out() {
     }
     // A node still gets in (it evicts the oldest handshake) and is served.
     let mut c = client(&h);
-    assert_eq!(c.test_and_set("vm", 1, "a").unwrap(), Outcome::Won);
+    assert_eq!(c.test_and_set("vm", 0, "a").unwrap(), Outcome::Won);
     // And every dripping connection is closed by its deadline.
     thread::sleep(Duration::from_millis(700));
     for s in &mut loris {
@@ -264,7 +296,7 @@ fn slow_loris_connections_neither_keep_their_slots_nor_keep_a_node_out() {
             "a slow-loris connection outlived its handshake deadline"
         );
     }
-    assert_eq!(c.current("vm").unwrap(), Some(1));
+    assert_eq!(c.current("vm").unwrap(), Some(0));
 }
 
 /// Over TLS: a cluster CA in `dir` with an arbiter and `nodes`.

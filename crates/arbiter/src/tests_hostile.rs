@@ -32,7 +32,7 @@ fn client_with_the_wrong_secret_is_refused() {
         "{e}"
     );
     // The refused client changed nothing and the server still serves others.
-    assert_eq!(client(&h).test_and_set("vm", 1, "a").unwrap(), Outcome::Won);
+    assert_eq!(client(&h).test_and_set("vm", 0, "a").unwrap(), Outcome::Won);
 }
 
 #[test]
@@ -187,12 +187,12 @@ fn tampered_oversized_and_replayed_frames_are_refused() {
         [len.to_vec(), rest].concat()
     });
     let mut victim = ArbiterClient::connect(addr, SECRET, TIMEOUT).unwrap();
-    let _ = victim.test_and_set("vm", 1, "evil");
+    let _ = victim.test_and_set("vm", 0, "evil");
     let recorded = recorder.join().unwrap();
     expect_hang_up(&mut raw(&h), &recorded);
-    assert_eq!(h.arbiter().query("vm", 1), None);
+    assert_eq!(h.arbiter().query("vm", 0), None);
     assert_eq!(
-        client(&h).test_and_set("vm", 1, "good").unwrap(),
+        client(&h).test_and_set("vm", 0, "good").unwrap(),
         Outcome::Won
     );
 }

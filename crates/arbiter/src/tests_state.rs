@@ -112,7 +112,7 @@ fn out_of_order_records_are_corrupt() {
 fn a_corrupt_state_file_is_refused_and_left_alone() {
     let path = temp_dir("corrupt").join("state");
     let arbiter = Arbiter::open(&path, SECRET).unwrap();
-    assert_eq!(arbiter.test_and_set("vm", 1, "a").unwrap(), Outcome::Won);
+    assert_eq!(arbiter.test_and_set("vm", 0, "a").unwrap(), Outcome::Won);
     drop(arbiter);
     let mut bytes = fs::read(&path).unwrap();
     let last = bytes.len() - 1;
@@ -144,7 +144,7 @@ fn a_leftover_tmp_from_a_crash_is_ignored_and_removed() {
     let dir = temp_dir("crash");
     let path = dir.join("state");
     let arbiter = Arbiter::open(&path, SECRET).unwrap();
-    assert_eq!(arbiter.test_and_set("vm", 1, "a").unwrap(), Outcome::Won);
+    assert_eq!(arbiter.test_and_set("vm", 0, "a").unwrap(), Outcome::Won);
     drop(arbiter);
     // A crash while writing the next state: a half-written .tmp, the old file intact.
     let mut next = sample();
@@ -153,8 +153,8 @@ fn a_leftover_tmp_from_a_crash_is_ignored_and_removed() {
     fs::write(dir.join("state.tmp"), &half[..half.len() / 2]).unwrap();
     let arbiter = Arbiter::open(&path, SECRET).unwrap();
     assert!(!dir.join("state.tmp").exists());
-    assert_eq!(arbiter.query("vm", 1).unwrap().node, "a");
-    assert_eq!(arbiter.test_and_set("vm", 2, "b").unwrap(), Outcome::Won);
+    assert_eq!(arbiter.query("vm", 0).unwrap().node, "a");
+    assert_eq!(arbiter.test_and_set("vm", 1, "b").unwrap(), Outcome::Won);
     drop(arbiter);
     // Only the state and its lock remain after a clean write.
     let mut names: Vec<_> = fs::read_dir(&dir)
@@ -163,7 +163,7 @@ fn a_leftover_tmp_from_a_crash_is_ignored_and_removed() {
         .collect();
     names.sort();
     assert_eq!(names, ["state", "state.lock"]);
-    assert_eq!(Arbiter::open(&path, SECRET).unwrap().current("vm"), Some(2));
+    assert_eq!(Arbiter::open(&path, SECRET).unwrap().current("vm"), Some(1));
 }
 
 #[test]
@@ -199,14 +199,14 @@ fn a_failed_persist_records_nothing() {
     let arbiter = Arbiter::open(dir.join("state"), SECRET).unwrap();
     // A directory where the .tmp should go makes the write fail.
     fs::create_dir(dir.join("state.tmp")).unwrap();
-    let e = arbiter.test_and_set("vm", 1, "a").unwrap_err();
+    let e = arbiter.test_and_set("vm", 0, "a").unwrap_err();
     assert!(
         matches!(e, ArbiterError::State(StateError::Io { .. })),
         "{e}"
     );
-    assert_eq!(arbiter.query("vm", 1), None);
+    assert_eq!(arbiter.query("vm", 0), None);
     fs::remove_dir(dir.join("state.tmp")).unwrap();
-    assert_eq!(arbiter.test_and_set("vm", 1, "b").unwrap(), Outcome::Won);
+    assert_eq!(arbiter.test_and_set("vm", 0, "b").unwrap(), Outcome::Won);
 }
 
 #[test]

@@ -124,11 +124,11 @@ fn the_arbiter_process_decides_once_and_remembers_across_restarts() {
         let mut primary = ArbiterClient::connect(&addr, b"cluster-secret", t).unwrap();
         let mut backup = ArbiterClient::connect(&addr, b"cluster-secret", t).unwrap();
         assert_eq!(
-            backup.test_and_set("vm1", 1, "backup").unwrap(),
+            backup.test_and_set("vm1", 0, "backup").unwrap(),
             Outcome::Won
         );
         assert_eq!(
-            primary.test_and_set("vm1", 1, "primary").unwrap(),
+            primary.test_and_set("vm1", 0, "primary").unwrap(),
             Outcome::Lost {
                 winner: "backup".into()
             }
@@ -147,13 +147,21 @@ fn the_arbiter_process_decides_once_and_remembers_across_restarts() {
     wait_listening(port);
     let mut c = ArbiterClient::connect(&addr, b"cluster-secret", t).unwrap();
     assert_eq!(
-        c.test_and_set("vm1", 1, "primary").unwrap(),
+        c.test_and_set("vm1", 0, "primary").unwrap(),
         Outcome::Lost {
             winner: "backup".into()
         },
         "the decision did not survive the arbiter's restart"
     );
-    assert_eq!(c.test_and_set("vm1", 2, "primary").unwrap(), Outcome::Won);
+    assert_eq!(c.test_and_set("vm1", 1, "primary").unwrap(), Outcome::Won);
+    // Generations are decided in order: a far-future one is refused, naming the next.
+    match c.test_and_set("vm1", 5, "primary") {
+        Err(ArbiterError::Refused(why)) => assert!(
+            why.contains("generation 5 of VM \"vm1\" cannot be claimed: the next is 2"),
+            "{why}"
+        ),
+        r => panic!("a far-future generation was not refused: {r:?}"),
+    }
 }
 
 #[test]
@@ -239,10 +247,10 @@ fn the_arbiter_process_over_tls_lets_a_node_win_only_as_itself() {
     let b = Credentials::load(&keys, "b", alpn).unwrap();
     let mut b = ftvm_arbiter::ArbiterClient::connect_tls(&addr, &b, "arbiter", t).unwrap();
     assert!(matches!(
-        b.test_and_set("vm1", 1, "a"),
+        b.test_and_set("vm1", 0, "a"),
         Err(ArbiterError::NotYours(_))
     ));
-    assert_eq!(b.test_and_set("vm1", 1, "b").unwrap(), Outcome::Won);
+    assert_eq!(b.test_and_set("vm1", 0, "b").unwrap(), Outcome::Won);
     // The cluster secret alone no longer gets in.
     assert!(ArbiterClient::connect(&addr, b"cluster-secret", t).is_err());
     let logged = std::fs::read_to_string(&log).unwrap();

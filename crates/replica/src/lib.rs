@@ -127,16 +127,19 @@ pub enum Plant {
     SkipReissue,
     /// Go-live does not fence the shared disk against the old primary's writes.
     NoFence,
+    /// A new pair takes a generation past the next one (the arbiter refuses it).
+    SkipGeneration,
 }
 
 impl Plant {
     /// Every plant, as `--list-plants` names them.
-    pub const ALL: [Plant; 5] = [
+    pub const ALL: [Plant; 6] = [
         Plant::ReleaseBeforeAck,
         Plant::LiveWithoutWinning,
         Plant::RunPastNewest,
         Plant::SkipReissue,
         Plant::NoFence,
+        Plant::SkipGeneration,
     ];
 
     /// The plant's command-line name.
@@ -147,6 +150,7 @@ impl Plant {
             Plant::RunPastNewest => "run-past-newest",
             Plant::SkipReissue => "skip-reissue",
             Plant::NoFence => "no-fence",
+            Plant::SkipGeneration => "skip-generation",
         }
     }
 

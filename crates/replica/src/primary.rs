@@ -99,6 +99,8 @@ pub struct Primary<T> {
     backup_icount: u64,
     /// How many instructions the guest may run ahead of the backup's replay.
     max_lag: u64,
+    /// [`Plant::SkipGeneration`]: a new pair skips a generation.
+    skip_generation: bool,
     actions: Vec<PrimaryAction<T>>,
 }
 
@@ -147,6 +149,7 @@ impl<T> Primary<T> {
             in_flight: Vec::new(),
             backup_icount: 0,
             max_lag: u64::MAX,
+            skip_generation: plant == Some(Plant::SkipGeneration),
             actions: Vec::new(),
         }
     }
@@ -224,7 +227,7 @@ impl<T> Primary<T> {
     /// The generation a new pair takes: past everything the arbiter decided for the VM
     /// (`decided`) and past this node's own.
     pub fn next_generation(&self, decided: Option<u64>) -> u64 {
-        decided.unwrap_or(0).max(self.generation) + 1
+        decided.unwrap_or(0).max(self.generation) + 1 + u64::from(self.skip_generation)
     }
 
     fn ask(&mut self, generation: u64, now: Time) {
@@ -724,6 +727,10 @@ mod tests {
         let p = protected();
         assert_eq!(p.next_generation(None), 2);
         assert_eq!(p.next_generation(Some(7)), 8);
+        let mut planted: Primary<&str> =
+            Primary::live("P", 1, Timing::default(), Some(Plant::SkipGeneration));
+        assert_eq!(planted.next_generation(Some(1)), 3);
+        assert!(planted.actions().is_empty());
     }
 
     #[test]

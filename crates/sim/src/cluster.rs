@@ -589,6 +589,15 @@ impl<'a, G: Guest> Sim<'a, G> {
                 generation,
                 claimant,
             } => {
+                // The real arbiter's rule (crates/arbiter, issue 12): an undecided
+                // generation other than the next is refused. A node asking one is a bug.
+                let next = self.decided.keys().next_back().map_or(0, |g| g + 1);
+                if !self.decided.contains_key(&generation) && generation != next {
+                    self.violation(format!(
+                        "{from:?} asked for generation {generation} out of order (the next is {next})"
+                    ));
+                    return;
+                }
                 let winner = self
                     .decided
                     .entry(generation)

@@ -20,6 +20,10 @@ pub enum ArbiterFailure {
     /// help.
     #[error("{0}")]
     Unauthenticated(String),
+    /// The arbiter refused the question (a generation out of order, a bad name): asking
+    /// again cannot help.
+    #[error("{0}")]
+    Refused(String),
     /// The arbiter cannot be reached or did not answer: ask again later (nobody goes
     /// live without a decision).
     #[error("{0}")]

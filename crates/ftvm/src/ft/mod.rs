@@ -313,6 +313,9 @@ impl Asker {
             Err(ArbiterFailure::Unauthenticated(e)) => {
                 bail!("the arbiter at {} refused us: {e}", node.arbiter)
             }
+            Err(ArbiterFailure::Refused(e)) => {
+                bail!("the arbiter at {} refused the claim: {e}", node.arbiter)
+            }
             Err(e) => {
                 if self.unreachable.is_none() {
                     eprintln!(
