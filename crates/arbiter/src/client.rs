@@ -82,6 +82,11 @@ impl ArbiterClient {
         };
         match self.call(&req)? {
             Reply::TestAndSet(outcome) => Ok(outcome),
+            Reply::OutOfOrder { generation, next } => Err(ArbiterError::OutOfOrder {
+                vm: vm.into(),
+                generation,
+                next,
+            }),
             r => Err(ArbiterError::UnexpectedReply(r)),
         }
     }
@@ -156,16 +161,18 @@ impl RemoteArbiter {
     }
 }
 
-/// A failed question as a node sees it: a failed authentication and a refusal are final.
+/// A failed question as a node sees it: a failed authentication, a generation out of
+/// order and a bad name are final; a server that could not serve (its state file would
+/// not persist) may serve a retry.
 fn failure(e: ArbiterError) -> ArbiterFailure {
     match e {
         ArbiterError::Unauthenticated(why) => ArbiterFailure::Unauthenticated(why.to_string()),
         e @ (ArbiterError::TlsRefused(_)
         | ArbiterError::WrongPeer { .. }
         | ArbiterError::NotYours(_)) => ArbiterFailure::Unauthenticated(e.to_string()),
-        e @ (ArbiterError::Refused(_)
-        | ArbiterError::OutOfOrder { .. }
-        | ArbiterError::InvalidName { .. }) => ArbiterFailure::Refused(e.to_string()),
+        e @ (ArbiterError::OutOfOrder { .. } | ArbiterError::InvalidName { .. }) => {
+            ArbiterFailure::Refused(e.to_string())
+        }
         e => ArbiterFailure::Unreachable(e.to_string()),
     }
 }

@@ -53,6 +53,14 @@ pub enum Reply {
     Refused(String),
     /// Over TLS: a test-and-set for another node than the client's certificate names.
     NotYours(String),
+    /// A test-and-set for an undecided generation other than `next`, the only one that
+    /// may be claimed (generations are decided in order).
+    OutOfOrder {
+        /// The generation asked for.
+        generation: u64,
+        /// The next generation of the VM.
+        next: u64,
+    },
 }
 
 /// Decodes one frame's payload (a [`Request`] on the server, a [`Reply`] on the client),

@@ -193,7 +193,12 @@ impl Arbiter {
         };
         result.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "arbiter: request refused");
-            Reply::Refused(e.to_string())
+            match e {
+                ArbiterError::OutOfOrder {
+                    generation, next, ..
+                } => Reply::OutOfOrder { generation, next },
+                e => Reply::Refused(e.to_string()),
+            }
         })
     }
 

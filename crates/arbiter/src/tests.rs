@@ -83,8 +83,11 @@ fn only_the_next_generation_can_be_won() {
     let h = serve(&temp_dir("order").join("state"), ServerConfig::default());
     let mut c = client(&h);
     let out_of_order = |r: Result<Outcome, ArbiterError>, next| match r {
-        Err(ArbiterError::Refused(why)) => {
-            assert!(why.contains(&format!("the next is {next}")), "{why}")
+        Err(e @ ArbiterError::OutOfOrder { .. }) => {
+            assert!(
+                e.to_string().contains(&format!("the next is {next}")),
+                "{e}"
+            )
         }
         r => panic!("expected a refusal, got {r:?}"),
     };

@@ -156,9 +156,9 @@ fn the_arbiter_process_decides_once_and_remembers_across_restarts() {
     assert_eq!(c.test_and_set("vm1", 1, "primary").unwrap(), Outcome::Won);
     // Generations are decided in order: a far-future one is refused, naming the next.
     match c.test_and_set("vm1", 5, "primary") {
-        Err(ArbiterError::Refused(why)) => assert!(
-            why.contains("generation 5 of VM \"vm1\" cannot be claimed: the next is 2"),
-            "{why}"
+        Err(e @ ArbiterError::OutOfOrder { .. }) => assert_eq!(
+            e.to_string(),
+            "generation 5 of VM \"vm1\" cannot be claimed: the next is 2"
         ),
         r => panic!("a far-future generation was not refused: {r:?}"),
     }
