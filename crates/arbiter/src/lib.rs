@@ -36,7 +36,7 @@
 //! Steps 1–3 are [`client_handshake`] and [`server_handshake`], which ftvm's logging
 //! channel reuses with a greeting of its own.
 //!
-//! # Over TLS ([`Arbiter::with_tls`], [`ArbiterClient::connect_tls`])
+//! # Over TLS ([`Arbiter::open_tls`], [`ArbiterClient::connect_tls`])
 //!
 //! Instead of steps 1–3, a TLS 1.3 handshake (RFC 8446) with both sides' certificates
 //! from the cluster CA and ALPN [`ARBITER_ALPN`]; then frames `len: u32 LE | payload`.

@@ -45,11 +45,17 @@ impl Default for ServerConfig {
 pub struct Arbiter {
     ledger: Mutex<Ledger>,
     file: StateFile,
-    secret: Vec<u8>,
+    auth: ServerAuth,
     config: ServerConfig,
-    /// Over TLS: the arbiter's credentials; a client then claims only for the node its
-    /// certificate names.
-    tls: Option<Arc<Credentials>>,
+}
+
+/// How clients prove themselves.
+enum ServerAuth {
+    /// The cluster secret, then MAC'd frames in clear.
+    Secret(Vec<u8>),
+    /// TLS 1.3 with the arbiter's credentials; a client then claims only for the node
+    /// its certificate names.
+    Tls(Arc<Credentials>),
 }
 
 /// Whether the claimant `node` is the node `identity` (or an incarnation of it).
@@ -71,8 +77,9 @@ pub(crate) fn check_name(what: &'static str, name: &str) -> Result<(), ArbiterEr
 }
 
 impl Arbiter {
-    /// Opens (or creates) the state at `state_path` and locks it against other arbiters.
-    /// A corrupt state file is an error, never reset.
+    /// Opens (or creates) the state at `state_path` and locks it against other arbiters;
+    /// clients authenticate with the cluster `secret` (see [`Arbiter::open_tls`]). A
+    /// corrupt state file is an error, never reset.
     pub fn open(state_path: impl AsRef<Path>, secret: &[u8]) -> Result<Arbiter, ArbiterError> {
         Self::with_config(state_path, secret, ServerConfig::default())
     }
@@ -86,13 +93,31 @@ impl Arbiter {
         if secret.is_empty() {
             return Err(ArbiterError::EmptySecret);
         }
+        Self::new(state_path, ServerAuth::Secret(secret.to_vec()), config)
+    }
+
+    /// Opens the state as [`Arbiter::open`] does, serving clients over TLS 1.3 with
+    /// `creds` (for [`crate::ARBITER_ALPN`]): identities come from certificates, and no
+    /// cluster secret is involved.
+    pub fn open_tls(
+        state_path: impl AsRef<Path>,
+        creds: Arc<Credentials>,
+        config: ServerConfig,
+    ) -> Result<Arbiter, ArbiterError> {
+        Self::new(state_path, ServerAuth::Tls(creds), config)
+    }
+
+    fn new(
+        state_path: impl AsRef<Path>,
+        auth: ServerAuth,
+        config: ServerConfig,
+    ) -> Result<Arbiter, ArbiterError> {
         let (file, ledger) = StateFile::open(state_path.as_ref())?;
         Ok(Arbiter {
             ledger: Mutex::new(ledger),
             file,
-            secret: secret.to_vec(),
+            auth,
             config,
-            tls: None,
         })
     }
 
@@ -160,13 +185,6 @@ impl Arbiter {
     /// The highest generation of `vm` that has a winner.
     pub fn current(&self, vm: &str) -> Option<u64> {
         self.ledger().current(vm)
-    }
-
-    /// Serve clients over TLS 1.3 with `creds` (for [`crate::ARBITER_ALPN`]) instead of
-    /// the cluster secret: identities come from certificates.
-    pub fn with_tls(mut self, creds: Arc<Credentials>) -> Arbiter {
-        self.tls = Some(creds);
-        self
     }
 
     /// Serves one decoded request as a session does. `identity` (the client's
@@ -326,12 +344,12 @@ impl Shared {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(config.io_timeout))?;
         stream.set_write_timeout(Some(config.io_timeout))?;
-        let (mut chan, identity) = match &self.arbiter.tls {
-            Some(creds) => {
+        let (mut chan, identity) = match &self.arbiter.auth {
+            ServerAuth::Tls(creds) => {
                 let (chan, id) = Channel::tls_server(stream, creds)?;
                 (chan, Some(id))
             }
-            None => (Channel::server(stream, &self.arbiter.secret)?, None),
+            ServerAuth::Secret(secret) => (Channel::server(stream, secret)?, None),
         };
         slot.authenticated();
         chan.stream().set_read_timeout(Some(config.idle_timeout))?;

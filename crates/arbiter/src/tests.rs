@@ -327,9 +327,7 @@ fn over_tls_a_node_wins_only_as_the_node_its_certificate_names() {
     let d = temp_dir("tls");
     let keys = d.join("keys");
     let creds = tls_cluster(&keys, &["a", "b"]);
-    let arbiter = Arbiter::open(d.join("state"), SECRET)
-        .unwrap()
-        .with_tls(creds);
+    let arbiter = Arbiter::open_tls(d.join("state"), creds, ServerConfig::default()).unwrap();
     let h = arbiter
         .serve(TcpListener::bind("127.0.0.1:0").unwrap())
         .unwrap();

@@ -75,10 +75,10 @@ pub struct NodeArgs {
     /// The arbiter.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7701")]
     pub arbiter: std::net::SocketAddr,
-    /// A file holding the cluster secret (the arbiter; the logging channel with
-    /// --insecure-plaintext).
-    #[arg(long, value_name = "FILE")]
-    pub secret_file: PathBuf,
+    /// With --insecure-plaintext: a file holding the cluster secret, proved once at
+    /// connect time on the logging channel and to the arbiter.
+    #[arg(long, value_name = "FILE", requires = "insecure_plaintext")]
+    pub secret_file: Option<PathBuf>,
     /// The cluster's credentials (`ftvm keys`): the logging channel, the arbiter
     /// protocol and the switch port run over TLS 1.3, authenticated both ways by
     /// `DIR/ca.pem`, with this node's `DIR/NAME.pem` and `DIR/NAME.key` (NAME from
@@ -86,10 +86,10 @@ pub struct NodeArgs {
     #[arg(long, value_name = "DIR", env = "FTVM_TLS", requires = "name")]
     pub tls: Option<PathBuf>,
     /// Run the logging channel and the arbiter protocol in clear, authenticated only
-    /// once at connect time by the cluster secret, and the switch port in clear (to an
-    /// `ftvm switch --insecure-plaintext`): anyone on the path reads guest memory and
-    /// can forge acks.
-    #[arg(long, conflicts_with = "tls")]
+    /// once at connect time by the cluster secret (--secret-file), and the switch port
+    /// in clear (to an `ftvm switch --insecure-plaintext`): anyone on the path reads
+    /// guest memory and can forge acks.
+    #[arg(long, conflicts_with = "tls", requires = "secret_file")]
     pub insecure_plaintext: bool,
     /// With --tls: the arbiter's node name (its certificate's).
     #[arg(long, value_name = "NAME", default_value = "arbiter")]
@@ -262,10 +262,10 @@ pub struct ArbiterArgs {
     /// The file that makes decisions durable (fsynced before every answer).
     #[arg(long, value_name = "FILE")]
     pub state: PathBuf,
-    /// A file holding the cluster secret both ends must prove they know (with
-    /// --insecure-plaintext).
-    #[arg(long, value_name = "FILE")]
-    pub secret_file: PathBuf,
+    /// With --insecure-plaintext: a file holding the cluster secret both ends must
+    /// prove they know.
+    #[arg(long, value_name = "FILE", requires = "insecure_plaintext")]
+    pub secret_file: Option<PathBuf>,
     /// The cluster's credentials (`ftvm keys`): clients connect over TLS 1.3 with
     /// their certificates, and each may win only as the node its certificate names.
     #[arg(long, value_name = "DIR", env = "FTVM_TLS")]
@@ -273,8 +273,8 @@ pub struct ArbiterArgs {
     /// With --tls: this arbiter's node name (DIR/NAME.pem, DIR/NAME.key).
     #[arg(long, value_name = "NAME", default_value = "arbiter")]
     pub name: String,
-    /// Authenticate clients by the cluster secret only, in clear.
-    #[arg(long, conflicts_with = "tls")]
+    /// Authenticate clients by the cluster secret (--secret-file) only, in clear.
+    #[arg(long, conflicts_with = "tls", requires = "secret_file")]
     pub insecure_plaintext: bool,
 }
 

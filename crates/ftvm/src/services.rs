@@ -79,29 +79,19 @@ fn parse_vm_mac(s: &str) -> Result<(String, ftvm_switch::Mac)> {
 
 /// `ftvm arbiter`.
 pub fn arbiter(args: &ArbiterArgs) -> Result<ExitCode> {
-    let secret = std::fs::read(&args.secret_file).with_context(|| {
-        format!(
-            "cannot read the cluster secret '{}'",
-            args.secret_file.display()
-        )
-    })?;
-    let secret = secret.trim_ascii();
-    if secret.is_empty() {
-        bail!(
-            "the cluster secret in '{}' is empty",
-            args.secret_file.display()
-        );
-    }
-    let arb = ftvm_arbiter::Arbiter::open(&args.state, secret)?;
-    let arb = match (&args.tls, args.insecure_plaintext) {
+    let config = ftvm_arbiter::ServerConfig::default();
+    let arb = match (&args.tls, &args.secret_file) {
         (Some(dir), _) => {
             let creds = ftvm_world::tls::Credentials::load(dir, &args.name, ftvm_arbiter::ARBITER_ALPN)
                 .with_context(|| format!("cannot use {}'s credentials in '{}'", args.name, dir.display()))?;
-            arb.with_tls(std::sync::Arc::new(creds))
+            ftvm_arbiter::Arbiter::open_tls(&args.state, std::sync::Arc::new(creds), config)?
         }
-        (None, true) => arb,
-        (None, false) => bail!(
-            "the arbiter needs credentials: --tls DIR with its certificate (made by `ftvm keys`), or --insecure-plaintext to serve in clear"
+        (None, Some(file)) => {
+            let secret = crate::ft::read_secret(file)?;
+            ftvm_arbiter::Arbiter::with_config(&args.state, &secret, config)?
+        }
+        (None, None) => bail!(
+            "the arbiter needs credentials: --tls DIR with its certificate (made by `ftvm keys`), or --insecure-plaintext --secret-file FILE to serve in clear"
         ),
     };
     let listener = std::net::TcpListener::bind(args.listen)

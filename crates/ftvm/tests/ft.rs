@@ -172,17 +172,10 @@ impl Cluster {
             self.secret.display().to_string(),
         );
         let keys = self.keys.display().to_string();
-        let mut args = vec![
-            "arbiter",
-            "--listen",
-            &arb,
-            "--state",
-            &state,
-            "--secret-file",
-            &secret,
-        ];
+        let mut args = vec!["arbiter", "--listen", &arb, "--state", &state];
+        // Only channels in clear rest on the cluster secret.
         match self.plaintext {
-            true => args.push("--insecure-plaintext"),
+            true => args.extend(["--insecure-plaintext", "--secret-file", &secret]),
             false => args.extend(["--tls", &keys]),
         }
         self.spawn("arbiter", &args);
@@ -203,7 +196,11 @@ impl Cluster {
 
     fn node_args(&self, name: &str, listen: u16, secret: &Path) -> Vec<String> {
         let channel = match self.plaintext {
-            true => vec!["--insecure-plaintext"],
+            true => vec![
+                "--insecure-plaintext",
+                "--secret-file",
+                secret.to_str().unwrap(),
+            ],
             false => vec!["--tls", self.keys.to_str().unwrap()],
         };
         [
@@ -215,8 +212,6 @@ impl Cluster {
             &format!("127.0.0.1:{listen}"),
             "--arbiter",
             &format!("127.0.0.1:{}", self.arb),
-            "--secret-file",
-            secret.to_str().unwrap(),
             "--run-dir",
             self.run.to_str().unwrap(),
         ]
@@ -486,6 +481,24 @@ fn a_backup_with_the_wrong_cluster_secret_is_refused() {
         c.log("P")
     );
     // The primary runs on, unprotected.
+    assert_eq!(c.state("P"), ("primary".into(), "unprotected".into()));
+    assert!(c.counter("inc").is_ok());
+}
+
+#[test]
+fn a_tls_backup_says_plainly_that_a_primary_in_clear_does_not_speak_tls() {
+    let _one = serial();
+    let mut c = Cluster::with("ft-mixed", true);
+    let p = free_port();
+    c.primary("P", p);
+    c.wait_counter();
+    // This backup runs with --tls; the primary with --insecure-plaintext.
+    c.plaintext = false;
+    let secret = c.secret.clone();
+    c.backup("B", free_port(), p, &secret);
+    wait_log(&c, "B", "does not speak TLS");
+    wait_log(&c, "P", "failed the cluster-secret handshake");
+    // Nothing pairs them: the primary runs on, unprotected.
     assert_eq!(c.state("P"), ("primary".into(), "unprotected".into()));
     assert!(c.counter("inc").is_ok());
 }

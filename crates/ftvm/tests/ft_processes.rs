@@ -215,8 +215,6 @@ fn the_arbiter_process_over_tls_lets_a_node_win_only_as_itself() {
         "keys", "--dir", k, "--ca", "--node", "a", "--node", "b", "--node", "arbiter",
     ]);
     assert!(made.status.success(), "{made:?}");
-    let secret_file = dir.join("secret");
-    std::fs::write(&secret_file, "cluster-secret\n").unwrap();
     let state = dir.join("arbiter.state");
     let _ = std::fs::remove_file(&state);
     let port = free_port();
@@ -230,8 +228,6 @@ fn the_arbiter_process_over_tls_lets_a_node_win_only_as_itself() {
                 &addr,
                 "--state",
                 state.to_str().unwrap(),
-                "--secret-file",
-                secret_file.to_str().unwrap(),
                 "--tls",
                 k,
             ])
@@ -251,7 +247,7 @@ fn the_arbiter_process_over_tls_lets_a_node_win_only_as_itself() {
         Err(ArbiterError::NotYours(_))
     ));
     assert_eq!(b.test_and_set("vm1", 0, "b").unwrap(), Outcome::Won);
-    // The cluster secret alone no longer gets in.
+    // A client in clear, holding only a cluster secret, does not get in.
     assert!(ArbiterClient::connect(&addr, b"cluster-secret", t).is_err());
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(

@@ -70,10 +70,14 @@ struct Link {
     attached: Time,
     last_sent: Time,
     last_ack: Option<Time>,
-    /// Entries sent and not yet acknowledged, with when.
-    unacked: std::collections::VecDeque<(Seq, Time)>,
+    /// Entries sent and not yet acknowledged, with when and at which instruction.
+    unacked: std::collections::VecDeque<(Seq, Time, u64)>,
     /// The newest entry sent: an ack beyond it is forged.
     sent_through: Seq,
+    /// The instruction of the newest entry acknowledged (the transfer's at first): the
+    /// backup never executes past the newest entry it holds, so an ack that reports
+    /// more is forged.
+    acked_icount: u64,
     /// Outputs may leave until then (the lease the newest ack granted).
     lease_until: Time,
 }
@@ -97,6 +101,8 @@ pub struct Primary<T> {
     in_flight: Vec<(RequestId, T)>,
     /// The instruction count the backup reported executing to.
     backup_icount: u64,
+    /// Acknowledgments that did not match what was sent (each dropped the backup).
+    protocol_errors: u64,
     /// How many instructions the guest may run ahead of the backup's replay.
     max_lag: u64,
     /// [`Plant::SkipGeneration`]: a new pair skips a generation.
@@ -148,6 +154,7 @@ impl<T> Primary<T> {
             stopping: None,
             in_flight: Vec::new(),
             backup_icount: 0,
+            protocol_errors: 0,
             max_lag: u64::MAX,
             skip_generation: plant == Some(Plant::SkipGeneration),
             actions: Vec::new(),
@@ -176,9 +183,9 @@ impl<T> Primary<T> {
             && icount > self.backup_icount.saturating_add(self.max_lag)
     }
 
-    /// The backup reported executing to `icount` (carried by its acks).
-    pub fn backup_at(&mut self, icount: u64) {
-        self.backup_icount = self.backup_icount.max(icount);
+    /// Acknowledgments that did not match what was sent: each ended the channel.
+    pub fn protocol_errors(&self) -> u64 {
+        self.protocol_errors
     }
 
     /// Whether the guest may execute now.
@@ -293,14 +300,15 @@ impl<T> Primary<T> {
         }
     }
 
-    /// A backup finished its transfer; the pair takes `generation` and the log starts.
-    pub fn attached(&mut self, backup: &str, generation: u64, now: Time) {
+    /// A backup finished its transfer of the guest at instruction `icount`; the pair
+    /// takes `generation` and the log starts.
+    pub fn attached(&mut self, backup: &str, generation: u64, icount: u64, now: Time) {
         if self.phase != PrimaryPhase::Unprotected {
             return;
         }
         self.phase = PrimaryPhase::Protected;
         self.generation = generation;
-        self.backup_icount = 0;
+        self.backup_icount = icount;
         self.gate.protect();
         self.link = Some(Link {
             backup: backup.into(),
@@ -309,16 +317,17 @@ impl<T> Primary<T> {
             last_ack: None,
             unacked: std::collections::VecDeque::new(),
             sent_through: Seq(0),
+            acked_icount: icount,
             lease_until: Time(0),
         });
     }
 
-    /// Entry `seq` went onto the channel.
-    pub fn sent(&mut self, seq: Seq, now: Time) {
+    /// Entry `seq`, logged at instruction `icount`, went onto the channel.
+    pub fn sent(&mut self, seq: Seq, icount: u64, now: Time) {
         if let Some(l) = &mut self.link {
             l.last_sent = now;
             l.sent_through = l.sent_through.max(seq);
-            l.unacked.push_back((seq, now));
+            l.unacked.push_back((seq, now, icount));
         }
     }
 
@@ -352,27 +361,50 @@ impl<T> Primary<T> {
         self.in_flight.clone()
     }
 
-    /// The backup acknowledged every entry through `seq`. An ack for an entry never
-    /// sent is forged or corrupt (issue 12): a protocol error that drops the backup,
-    /// never a release.
-    pub fn ack(&mut self, seq: Seq, now: Time) {
+    /// The backup holds every entry through `seq` and executed to instruction `icount`
+    /// (issue 12: checked against what was sent; a mismatch is a protocol error that
+    /// drops the backup and releases nothing).
+    pub fn ack(&mut self, seq: Seq, icount: u64, now: Time) {
         let Some(l) = &mut self.link else { return };
         if seq > l.sent_through {
             let why = format!(
                 "protocol error: an acknowledgment of entry {} but only {} were sent",
                 seq.0, l.sent_through.0
             );
-            self.channel_failed(&why, now);
+            self.protocol_error(&why, now);
             return;
         }
+        let mut through = l.acked_icount;
+        let mut n = 0;
+        for &(s, _, at) in &l.unacked {
+            if s > seq {
+                break;
+            }
+            through = through.max(at);
+            n += 1;
+        }
+        if icount > through {
+            let why = format!(
+                "protocol error: an acknowledgment of entry {} reports instruction {icount}, past the entries it acknowledges (through instruction {through})",
+                seq.0
+            );
+            self.protocol_error(&why, now);
+            return;
+        }
+        l.acked_icount = through;
         l.last_ack = Some(now);
-        while l.unacked.front().is_some_and(|(s, _)| *s <= seq) {
-            let (_, sent) = l.unacked.pop_front().expect("front exists");
+        for (_, sent, _) in l.unacked.drain(..n) {
             l.lease_until = l.lease_until.max(sent + self.timing.lease);
         }
+        self.backup_icount = self.backup_icount.max(icount);
         self.gate.ack(seq);
         self.flush_gate(now);
         self.check_stopped(now);
+    }
+
+    fn protocol_error(&mut self, why: &str, now: Time) {
+        self.protocol_errors += 1;
+        self.channel_failed(why, now);
     }
 
     /// The channel to the backup failed (closed, refused a write, or out of order).
@@ -507,7 +539,7 @@ mod tests {
         let mut p = Primary::boot("A", "1", Timing::default(), None, t(0));
         p.arbiter(0, Verdict::Won, t(1));
         p.actions();
-        p.attached("B", 1, t(2));
+        p.attached("B", 1, 0, t(2));
         p
     }
 
@@ -550,13 +582,13 @@ mod tests {
     #[test]
     fn an_ack_for_an_entry_never_sent_drops_the_backup_and_releases_nothing() {
         let mut p = protected();
-        p.sent(Seq(1), t(3));
+        p.sent(Seq(1), 10, t(3));
         p.output(Some(Seq(1)), "a", t(3));
-        p.sent(Seq(2), t(3));
+        p.sent(Seq(2), 20, t(3));
         p.output(Some(Seq(2)), "b", t(3));
         p.actions();
         // A forged ack for entry 9 (only 2 were sent) must not release "a" or "b".
-        p.ack(Seq(9), t(4));
+        p.ack(Seq(9), 0, t(4));
         let a = p.actions();
         assert!(
             matches!(&a[..], [PrimaryAction::DropBackup(why), PrimaryAction::Ask { generation: 1, .. }] if why.contains("never") || why.contains("only 2")),
@@ -566,10 +598,10 @@ mod tests {
         assert_eq!(p.held(), 2);
         // Acks through what was sent are fine.
         let mut p = protected();
-        p.sent(Seq(1), t(3));
+        p.sent(Seq(1), 10, t(3));
         p.output(Some(Seq(1)), "a", t(3));
         p.actions();
-        p.ack(Seq(1), t(4));
+        p.ack(Seq(1), 0, t(4));
         assert_eq!(p.actions(), vec![PrimaryAction::Release("a")]);
         assert_eq!(p.phase(), PrimaryPhase::Protected);
     }
@@ -581,8 +613,8 @@ mod tests {
         assert!(p.actions().is_empty());
         p.tick(t(12));
         assert_eq!(p.actions(), vec![PrimaryAction::Heartbeat]);
-        p.sent(Seq(1), t(12));
-        p.ack(Seq(1), t(13));
+        p.sent(Seq(1), 10, t(12));
+        p.ack(Seq(1), 0, t(13));
         p.tick(t(200));
         p.actions();
         p.tick(t(313));
@@ -620,7 +652,7 @@ mod tests {
         let mut p = protected();
         p.output(Some(Seq(3)), "a", t(3));
         p.channel_failed("cut", t(3));
-        p.ack(Seq(3), t(4)); // a late ack on the dead channel
+        p.ack(Seq(3), 0, t(4)); // a late ack on the dead channel
         p.actions();
         p.arbiter(1, Verdict::Lost { winner: "B".into() }, t(5));
         let a = p.actions();
@@ -631,14 +663,14 @@ mod tests {
     #[test]
     fn a_shutdown_waits_for_acks_and_drops_what_stays_unacknowledged() {
         let mut p = protected();
-        p.sent(Seq(1), t(3));
+        p.sent(Seq(1), 10, t(3));
         p.output(Some(Seq(1)), "a", t(3));
-        p.sent(Seq(2), t(3));
+        p.sent(Seq(2), 20, t(3));
         p.output(Some(Seq(2)), "b", t(3));
         p.shutdown(t(10));
         assert!(p.actions().is_empty());
         assert!(!p.may_run());
-        p.ack(Seq(1), t(11));
+        p.ack(Seq(1), 0, t(11));
         assert_eq!(p.actions(), vec![PrimaryAction::Release("a")]);
         p.tick(t(200));
         assert!(p.actions().is_empty());
@@ -649,9 +681,9 @@ mod tests {
     #[test]
     fn a_shutdown_with_everything_acknowledged_ends_at_once() {
         let mut p = protected();
-        p.sent(Seq(1), t(3));
+        p.sent(Seq(1), 10, t(3));
         p.output(Some(Seq(1)), "a", t(3));
-        p.ack(Seq(1), t(3));
+        p.ack(Seq(1), 0, t(3));
         assert_eq!(p.actions(), vec![PrimaryAction::Release("a")]);
         p.shutdown(t(4));
         assert_eq!(p.actions(), vec![PrimaryAction::Stopped { dropped: 0 }]);
@@ -660,17 +692,17 @@ mod tests {
     #[test]
     fn an_acknowledged_output_leaves_only_under_the_lease_of_its_ack() {
         let mut p = protected();
-        p.sent(Seq(1), t(10));
+        p.sent(Seq(1), 10, t(10));
         p.output(Some(Seq(1)), "a", t(10));
-        p.sent(Seq(2), t(11));
+        p.sent(Seq(2), 20, t(11));
         p.output(Some(Seq(2)), "b", t(11));
         // The ack of entry 1 arrives late: its lease (from its sending at 10 ms) is over.
         let late = 10 + Timing::default().lease.0 / 1000;
-        p.ack(Seq(1), t(late));
+        p.ack(Seq(1), 0, t(late));
         assert!(p.actions().is_empty());
         // A fresh ack renews it.
-        p.sent(Seq(3), t(late + 1));
-        p.ack(Seq(3), t(late + 2));
+        p.sent(Seq(3), 30, t(late + 1));
+        p.ack(Seq(3), 0, t(late + 2));
         assert_eq!(
             p.actions(),
             vec![PrimaryAction::Release("a"), PrimaryAction::Release("b")]
@@ -681,11 +713,45 @@ mod tests {
     fn the_guest_waits_while_the_backup_lags_too_far() {
         let mut p = protected();
         p.set_max_lag(1000);
-        p.backup_at(5000);
+        p.sent(Seq(1), 5000, t(3));
+        p.sent(Seq(2), 6000, t(3));
+        p.ack(Seq(2), 5000, t(4));
         assert!(!p.throttled(6000));
         assert!(p.throttled(6001));
-        p.backup_at(5500);
+        p.ack(Seq(2), 5500, t(5));
         assert!(!p.throttled(6001));
+    }
+
+    #[test]
+    fn an_ack_reporting_more_than_was_sent_drops_the_backup_and_releases_nothing() {
+        let mut p = protected();
+        p.sent(Seq(1), 100, t(3));
+        p.output(Some(Seq(1)), "a", t(3));
+        p.sent(Seq(2), 200, t(3));
+        // Entry 1 reaches instruction 100: a backup holding only it cannot be at 150.
+        p.ack(Seq(1), 150, t(4));
+        assert_eq!(p.protocol_errors(), 1);
+        assert_eq!(p.phase(), PrimaryPhase::Arbitrating);
+        let actions = p.actions();
+        assert!(
+            matches!(&actions[..], [PrimaryAction::DropBackup(why), PrimaryAction::Ask { .. }]
+                if why.contains("instruction 150")),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn an_ack_within_what_was_sent_is_taken() {
+        let mut p = protected();
+        p.sent(Seq(1), 100, t(3));
+        p.output(Some(Seq(1)), "a", t(3));
+        p.sent(Seq(2), 200, t(3));
+        p.ack(Seq(2), 200, t(4));
+        // An older ack arriving late reports no more than the newest entry it covers.
+        p.ack(Seq(1), 180, t(4));
+        assert_eq!(p.protocol_errors(), 0);
+        assert_eq!(p.phase(), PrimaryPhase::Protected);
+        assert_eq!(p.actions(), vec![PrimaryAction::Release("a")]);
     }
 
     #[test]
@@ -738,8 +804,8 @@ mod tests {
         let timing = Timing::default();
         let mut p: Primary<u32> = Primary::live("a", 1, timing, None);
         assert_eq!(p.next_tick(), None, "unprotected: nothing is due");
-        p.attached("b", 2, t(0));
-        p.ack(Seq(0), t(1));
+        p.attached("b", 2, 0, t(0));
+        p.ack(Seq(0), 0, t(1));
         p.actions();
         let due = p.next_tick().expect("a heartbeat is due");
         assert_eq!(due, t(0) + timing.heartbeat);

@@ -824,8 +824,15 @@ impl<'a, G: Guest> Sim<'a, G> {
                     Msg::Ack { link, seq, icount }
                         if l.link.as_ref().is_some_and(|c| c.id == link) =>
                     {
-                        l.core.backup_at(icount);
-                        l.core.ack(Seq(seq), now);
+                        let errors = l.core.protocol_errors();
+                        l.core.ack(Seq(seq), icount, now);
+                        // Nobody forges acks here: every one must match what was sent.
+                        if l.core.protocol_errors() > errors {
+                            let what = format!(
+                                "node {i} took an honest ack (entry {seq}, instruction {icount}) for a protocol error"
+                            );
+                            self.violation(what);
+                        }
                     }
                     Msg::Close { link } if l.link.as_ref().is_some_and(|c| c.id == link) => {
                         l.core.channel_failed("the backup closed the channel", now);
@@ -931,8 +938,8 @@ impl<'a, G: Guest> Sim<'a, G> {
         let generation = l.core.next_generation(decided);
         let guest = l.guest.transfer();
         let in_flight = l.core.in_flight();
-        l.core.attached(&format!("n{j}"), generation, now);
-        l.core.backup_at(l.guest.icount());
+        l.core
+            .attached(&format!("n{j}"), generation, l.guest.icount(), now);
         l.core.set_max_lag(Self::p().max_lag);
         self.link_generation.insert(link_id, generation);
         l.link = Some(Chan {
@@ -998,7 +1005,7 @@ impl<'a, G: Guest> Sim<'a, G> {
         let c = l.link.as_mut()?;
         let (link, seq, peer) = (c.id, c.next_seq, c.peer);
         c.next_seq += 1;
-        l.core.sent(Seq(seq), now);
+        l.core.sent(Seq(seq), icount, now);
         self.send(
             Addr::Node(i),
             Addr::Node(peer),

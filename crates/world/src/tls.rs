@@ -85,6 +85,24 @@ impl TlsError {
             _ => false,
         }
     }
+
+    /// The peer answered with bytes that are not TLS records at all (e.g. a node or a
+    /// service running in clear): a misconfiguration, unless someone on the path wrote
+    /// them.
+    pub fn not_tls(&self) -> bool {
+        match self {
+            TlsError::Handshake(e) => tls_error(e).is_some_and(|t| {
+                matches!(
+                    t,
+                    rustls::Error::InvalidMessage(
+                        rustls::InvalidMessage::InvalidContentType
+                            | rustls::InvalidMessage::UnknownProtocolVersion
+                    )
+                )
+            }),
+            _ => false,
+        }
+    }
 }
 
 /// The TLS error an I/O error carries (a refused handshake, an alert from the peer, a

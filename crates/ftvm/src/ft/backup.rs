@@ -142,7 +142,7 @@ fn try_join(
     tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
     tcp.set_write_timeout(Some(Duration::from_secs(5)))?;
     let (mut stream, identity): (Box<dyn Channel>, Option<String>) = match &node.security {
-        Security::Tls(creds) => match creds.connect(tcp) {
+        Security::Tls(creds) => match creds.log.connect(tcp) {
             Ok(ch) if ch.peer_vm() != Some(node.vm.as_str()) => {
                 // Not a node of our VM: nothing of the pair goes to it (keys.rs).
                 return Err(JoinError::Retry(format!(
@@ -161,10 +161,17 @@ fn try_join(
                     "the primary at {addr} is not a node of this cluster: {e}"
                 )))
             }
+            // Worth retrying (a damaged record may be the network's), but say so plainly
+            // when the primary sent no TLS at all.
+            Err(e) if e.not_tls() => {
+                return Err(JoinError::Retry(format!(
+                    "it does not speak TLS (is it running with --insecure-plaintext? this node uses --tls): {e}"
+                )))
+            }
             Err(e) => return Err(JoinError::Retry(e.to_string())),
         },
-        Security::Plaintext => {
-            match ftvm_arbiter::client_handshake(&mut tcp, wire::GREETING, &node.secret) {
+        Security::Plaintext { secret } => {
+            match ftvm_arbiter::client_handshake(&mut tcp, wire::GREETING, secret) {
                 Ok(_) => {}
                 Err(ArbiterError::Unauthenticated(e)) => {
                     return Err(JoinError::Fatal(anyhow::anyhow!(
@@ -433,7 +440,7 @@ fn world(
     let listener = TcpListener::bind(node.listen)
         .with_context(|| format!("cannot listen for a backup on {}", node.listen))?;
     // The error names the switch and the cause.
-    let port = match &node.switch_tls {
+    let port = match node.security.switch() {
         Some(creds) => ftvm_switch::SwitchPort::connect_tls(switch, &node.name, creds),
         None => ftvm_switch::SwitchPort::connect(switch, &node.name),
     };

@@ -8,7 +8,7 @@
 use super::status::Status;
 use crate::cli::DemoArgs;
 use anyhow::{bail, Context, Result};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -115,13 +115,6 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(dir.join("run"))
         .with_context(|| format!("cannot create {}", dir.display()))?;
     let run = dir.join("run");
-    let secret = dir.join("secret");
-    let mut key = [0u8; 16];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
-    std::fs::write(
-        &secret,
-        key.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-    )?;
     let _ = std::fs::remove_file(dir.join("arbiter.state"));
     // The logging channels, the arbiter and the switch run over TLS: a CA of the demo's
     // own, a certificate for the arbiter and the switch, and one for VM demo for each
@@ -198,8 +191,6 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
             addr(arb),
             "--state".into(),
             dir.join("arbiter.state").display().to_string(),
-            "--secret-file".into(),
-            secret.display().to_string(),
             "--tls".into(),
             keys.display().to_string(),
         ],
@@ -215,8 +206,6 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
             addr(node_ports[slot]),
             "--arbiter".into(),
             addr(arb),
-            "--secret-file".into(),
-            secret.display().to_string(),
             "--tls".into(),
             keys.display().to_string(),
             "--run-dir".into(),

@@ -52,14 +52,49 @@ impl std::fmt::Display for Halted {
 
 impl std::error::Error for Halted {}
 
-/// How the logging channel is protected.
+/// How a node's channels (the logging channel, the arbiter, the switch port) are
+/// protected.
 #[derive(Clone)]
 pub enum Security {
     /// TLS 1.3 with this node's credentials: both ends authenticated by the cluster
     /// CA, every byte encrypted and authenticated.
-    Tls(Arc<Credentials>),
-    /// In clear after a one-time proof of the cluster secret (`--insecure-plaintext`).
-    Plaintext,
+    Tls(Arc<NodeCredentials>),
+    /// In clear after a one-time proof of this cluster secret (`--insecure-plaintext`).
+    Plaintext {
+        /// The secret both ends prove they hold, and the arbiter's key.
+        secret: Vec<u8>,
+    },
+}
+
+/// One node's certificate and key, once per protocol (each has its own ALPN).
+pub struct NodeCredentials {
+    /// For the logging channel ([`LOG_ALPN`]).
+    pub log: Credentials,
+    /// For the arbiter, and the arbiter's node name.
+    pub arbiter: (Arc<Credentials>, String),
+    /// For the switch port.
+    pub switch: Credentials,
+}
+
+impl Security {
+    /// The credentials for the switch port, if the node runs over TLS.
+    pub fn switch(&self) -> Option<&Credentials> {
+        match self {
+            Security::Tls(c) => Some(&c.switch),
+            Security::Plaintext { .. } => None,
+        }
+    }
+}
+
+/// The cluster secret in `file` (surrounding whitespace trimmed; never empty).
+pub fn read_secret(file: &std::path::Path) -> Result<Vec<u8>> {
+    let secret = std::fs::read(file)
+        .with_context(|| format!("cannot read the cluster secret '{}'", file.display()))?;
+    let secret = secret.trim_ascii().to_vec();
+    if secret.is_empty() {
+        bail!("the cluster secret in '{}' is empty", file.display());
+    }
+    Ok(secret)
 }
 
 /// The logging channel's protocol name in TLS (ALPN, RFC 7301).
@@ -80,14 +115,8 @@ pub struct Node {
     pub vm: String,
     /// This node's id.
     pub name: String,
-    /// The cluster secret.
-    pub secret: Vec<u8>,
     /// The logging channel's protection.
     pub security: Security,
-    /// Over TLS: this node's credentials for the arbiter, and the arbiter's name.
-    pub arbiter_tls: Option<(Arc<Credentials>, String)>,
-    /// Over TLS: this node's credentials for the switch port.
-    pub switch_tls: Option<Arc<Credentials>>,
     /// The arbiter.
     pub arbiter: SocketAddr,
     /// Where this node accepts a backup (when it is the primary).
@@ -111,39 +140,18 @@ impl Node {
             Some(l) => l,
             None => default_listen.parse().expect("a valid default address"),
         };
-        let secret = std::fs::read(&a.secret_file).with_context(|| {
-            format!(
-                "cannot read the cluster secret '{}'",
-                a.secret_file.display()
-            )
-        })?;
-        let secret = secret.trim_ascii().to_vec();
-        if secret.is_empty() {
-            bail!(
-                "the cluster secret in '{}' is empty",
-                a.secret_file.display()
-            );
-        }
         if a.timeout_ms == 0 {
             bail!("--timeout-ms must be at least 1");
         }
         let name = a.name.clone().unwrap_or_else(|| format!("node-{listen}"));
-        let arbiter_tls = match &a.tls {
-            Some(dir) => Some((
-                Arc::new(
-                    Credentials::load(dir, &name, ftvm_arbiter::ARBITER_ALPN).with_context(
-                        || format!("cannot use {name}'s credentials in '{}'", dir.display()),
-                    )?,
-                ),
-                a.arbiter_name.clone(),
-            )),
-            None => None,
-        };
-        let security = match (&a.tls, a.insecure_plaintext) {
-            (Some(dir), _) => {
-                let creds = Credentials::load(dir, &name, LOG_ALPN).with_context(|| {
-                    format!("cannot use {name}'s credentials in '{}'", dir.display())
-                })?;
+        let security = match &a.tls {
+            Some(dir) => {
+                let load = |alpn| {
+                    Credentials::load(dir, &name, alpn).with_context(|| {
+                        format!("cannot use {name}'s credentials in '{}'", dir.display())
+                    })
+                };
+                let creds = load(LOG_ALPN)?;
                 // The VM comes from the credentials: --vm must agree with them.
                 if creds.vm() != Some(a.vm.as_str()) {
                     bail!(
@@ -155,28 +163,28 @@ impl Node {
                         a.vm
                     );
                 }
-                Security::Tls(Arc::new(creds))
+                Security::Tls(Arc::new(NodeCredentials {
+                    log: creds,
+                    arbiter: (
+                        Arc::new(load(ftvm_arbiter::ARBITER_ALPN)?),
+                        a.arbiter_name.clone(),
+                    ),
+                    switch: load(ftvm_switch::SWITCH_ALPN)?,
+                }))
             }
-            (None, true) => Security::Plaintext,
-            (None, false) => bail!(
-                "the logging channel needs credentials: --tls DIR with this node's certificate (made by `ftvm keys`), or --insecure-plaintext to send it in clear"
-            ),
-        };
-        let switch_tls = match &a.tls {
-            Some(dir) => Some(Arc::new(
-                Credentials::load(dir, &name, ftvm_switch::SWITCH_ALPN).with_context(|| {
-                    format!("cannot use {name}'s credentials in '{}'", dir.display())
-                })?,
-            )),
-            None => None,
+            None => match &a.secret_file {
+                Some(file) => Security::Plaintext {
+                    secret: read_secret(file)?,
+                },
+                None => bail!(
+                    "the logging channel needs credentials: --tls DIR with this node's certificate (made by `ftvm keys`), or --insecure-plaintext --secret-file FILE to send it in clear"
+                ),
+            },
         };
         Ok(Node {
             vm: a.vm.clone(),
             name,
-            secret,
             security,
-            arbiter_tls,
-            switch_tls,
             arbiter: a.arbiter,
             listen,
             timeout: Duration::from_millis(a.timeout_ms),
@@ -208,9 +216,12 @@ impl Node {
 
     /// The arbiter over TLS with this node's certificate, or with the cluster secret.
     fn remote_arbiter(&self, timeout: Duration) -> RemoteArbiter {
-        match &self.arbiter_tls {
-            Some((creds, name)) => RemoteArbiter::tls(self.arbiter, creds.clone(), name, timeout),
-            None => RemoteArbiter::new(self.arbiter, &self.secret, timeout),
+        match &self.security {
+            Security::Tls(c) => {
+                let (creds, name) = &c.arbiter;
+                RemoteArbiter::tls(self.arbiter, creds.clone(), name, timeout)
+            }
+            Security::Plaintext { secret } => RemoteArbiter::new(self.arbiter, secret, timeout),
         }
     }
 }
@@ -373,7 +384,7 @@ pub fn primary(args: &PrimaryArgs) -> Result<ExitCode> {
         net: Some(format!("switch={}", args.switch)),
         console: crate::cli::ConsoleMode::None,
     };
-    let (devcfg, backends) = crate::run::devices(&devices, false, node.switch_tls.as_deref())?;
+    let (devcfg, backends) = crate::run::devices(&devices, false, node.security.switch())?;
     let cfg = crate::run::boot_config(&args.machine, devcfg)?;
     let mut machine = Machine::new(&cfg).context("cannot boot")?;
     machine.set_engine(node.engine);

@@ -257,7 +257,7 @@ impl Primary {
                     if let Some(l) = &mut self.link {
                         let r = l.log.progress(self.icount);
                         let r = r.and_then(|s| l.log.flush().map(|_| s));
-                        self.sent(r);
+                        self.sent(r, self.icount);
                     }
                 }
                 PrimaryAction::Release(kind) => self.ready.push(kind),
@@ -307,12 +307,12 @@ impl Primary {
         }
     }
 
-    /// An entry went onto the channel (or failed to).
-    fn sent(&mut self, r: Result<u64, ftvm_log::LogError>) -> Option<Seq> {
+    /// An entry, logged at instruction `icount`, went onto the channel (or failed to).
+    fn sent(&mut self, r: Result<u64, ftvm_log::LogError>, icount: u64) -> Option<Seq> {
         let now = self.clock.now();
         match r {
             Ok(seq) => {
-                self.core.sent(Seq(seq), now);
+                self.core.sent(Seq(seq), icount, now);
                 Some(Seq(seq))
             }
             Err(_) => {
@@ -356,8 +356,7 @@ impl Primary {
                 },
                 News::Ack { link, seq, icount } => {
                     if self.link.as_ref().is_some_and(|l| l.id == link) {
-                        self.core.backup_at(icount);
-                        self.core.ack(Seq(seq), now);
+                        self.core.ack(Seq(seq), icount, now);
                     }
                 }
                 News::Failed { link, why } => {
@@ -486,8 +485,9 @@ impl Primary {
             pause.as_secs_f64() * 1e3
         );
         let now = Instant::now();
-        self.core.attached(&backup, generation, self.clock.at(now));
-        self.core.backup_at(machine.icount().0);
+        let at = machine.icount().0;
+        self.core
+            .attached(&backup, generation, at, self.clock.at(now));
         self.history.clear();
         self.link = Some(Link {
             id,
@@ -564,7 +564,7 @@ impl Journal for Primary {
         if let Some(l) = &mut self.link {
             let payload = postcard::to_stdvec(ev).expect("event encodes");
             let r = l.log.event(icount, &payload);
-            self.sent(r);
+            self.sent(r, icount);
             self.act();
         }
         Ok(())
@@ -588,7 +588,7 @@ impl Journal for Primary {
                     .log
                     .output(out.icount.0, &output_digest(&out))
                     .and_then(|s| l.log.flush().map(|_| s));
-                self.sent(r)
+                self.sent(r, out.icount.0)
             }
             None => None,
         };
@@ -611,7 +611,7 @@ impl Journal for Primary {
         if let Some(l) = &mut self.link {
             let r = l.log.state_hash(icount, hash);
             l.next_checkpoint = icount.saturating_add(every);
-            self.sent(r);
+            self.sent(r, icount);
             self.act();
         }
         Ok(())
@@ -755,7 +755,10 @@ fn admit(mut tcp: TcpStream, node: &Node, slot: &Slot) -> Result<Candidate> {
     tcp.set_write_timeout(Some(Duration::from_secs(5)))?;
     let (mut stream, identity): (Box<dyn Channel>, Option<String>) = match &node.security {
         Security::Tls(creds) => {
-            let mut ch = creds.accept(tcp).with_context(|| format!("peer {peer}"))?;
+            let mut ch = creds
+                .log
+                .accept(tcp)
+                .with_context(|| format!("peer {peer}"))?;
             let id = ch.peer().to_string();
             // Only a node of this VM may hold its log (keys.rs: the VM in the
             // certificate).
@@ -770,8 +773,8 @@ fn admit(mut tcp: TcpStream, node: &Node, slot: &Slot) -> Result<Candidate> {
             }
             (Box::new(ch), Some(id))
         }
-        Security::Plaintext => {
-            ftvm_arbiter::server_handshake(&mut tcp, wire::GREETING, &node.secret)
+        Security::Plaintext { secret } => {
+            ftvm_arbiter::server_handshake(&mut tcp, wire::GREETING, secret)
                 .with_context(|| format!("peer {peer} failed the cluster-secret handshake"))?;
             (Box::new(tcp), None)
         }
