@@ -1,9 +1,10 @@
 //! The arbiter: the ledger behind a mutex, and a TCP server with one thread per
 //! authenticated connection.
 
+use std::fmt::Write as _;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -47,6 +48,22 @@ pub struct Arbiter {
     file: StateFile,
     auth: ServerAuth,
     config: ServerConfig,
+    counts: Counts,
+}
+
+/// What the arbiter counts, for [`Arbiter::prometheus`].
+#[derive(Default)]
+struct Counts {
+    requests: AtomicU64,
+    decided: AtomicU64,
+    lost: AtomicU64,
+    refused: AtomicU64,
+    clients: AtomicU64,
+    clients_refused: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
 }
 
 /// How clients prove themselves.
@@ -118,7 +135,57 @@ impl Arbiter {
             file,
             auth,
             config,
+            counts: Counts::default(),
         })
+    }
+
+    /// Its figures in the Prometheus text format (`ftvm arbiter --metrics`): counters
+    /// of requests and clients, and each VM's newest decided generation.
+    pub fn prometheus(&self) -> String {
+        let c = &self.counts;
+        let mut s = String::new();
+        for (name, help, v) in [
+            ("requests", "requests served", &c.requests),
+            (
+                "decided",
+                "generations decided (a winner recorded)",
+                &c.decided,
+            ),
+            (
+                "lost",
+                "claims answered with another node as the winner",
+                &c.lost,
+            ),
+            (
+                "refused",
+                "requests refused (out of order, not the claimant's, a bad name, a failed write)",
+                &c.refused,
+            ),
+            ("clients", "clients authenticated", &c.clients),
+            (
+                "clients_refused",
+                "clients that failed authentication",
+                &c.clients_refused,
+            ),
+        ] {
+            let _ = writeln!(s, "# HELP ftvm_arbiter_{name}_total {help}");
+            let _ = writeln!(s, "# TYPE ftvm_arbiter_{name}_total counter");
+            let _ = writeln!(s, "ftvm_arbiter_{name}_total {}", v.load(Ordering::Relaxed));
+        }
+        let _ = writeln!(
+            s,
+            "# HELP ftvm_arbiter_generation the newest decided generation of a VM"
+        );
+        let _ = writeln!(s, "# TYPE ftvm_arbiter_generation gauge");
+        for (vm, g) in self.ledger().newest() {
+            // VM names are checked (check_name) but may hold any character.
+            let vm = vm
+                .replace('\\', r"\\")
+                .replace('"', "\\\"")
+                .replace('\n', r"\n");
+            let _ = writeln!(s, "ftvm_arbiter_generation{{vm=\"{vm}\"}} {g}");
+        }
+        s
     }
 
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
@@ -143,9 +210,12 @@ impl Arbiter {
         if let Some(w) = ledger.get(vm, generation) {
             return Ok(match w.node == node {
                 true => Outcome::Won,
-                false => Outcome::Lost {
-                    winner: w.node.clone(),
-                },
+                false => {
+                    bump(&self.counts.lost);
+                    Outcome::Lost {
+                        winner: w.node.clone(),
+                    }
+                }
             });
         }
         // Generations are decided in order (issue 12): a claim may only take the one
@@ -174,6 +244,7 @@ impl Arbiter {
             return Err(e.into());
         }
         tracing::info!(vm, generation, node, "arbiter: winner recorded");
+        bump(&self.counts.decided);
         Ok(Outcome::Won)
     }
 
@@ -191,12 +262,14 @@ impl Arbiter {
     /// certificate's node, over TLS) may claim for itself or one of its incarnations
     /// (`NAME#…`), never for another node. Public for the fuzz target (crates/arbiter/fuzz).
     pub fn handle(&self, req: Request, identity: Option<&str>) -> Reply {
+        bump(&self.counts.requests);
         let result = match req {
             Request::TestAndSet { node, .. }
                 if identity.is_some_and(|id| !claims_as(&node, id)) =>
             {
                 let why = format!("{} asked to win as {node}", identity.unwrap_or_default());
                 tracing::warn!("arbiter: refused a claim: {why}");
+                bump(&self.counts.refused);
                 return Reply::NotYours(why);
             }
             Request::TestAndSet {
@@ -211,6 +284,7 @@ impl Arbiter {
         };
         result.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "arbiter: request refused");
+            bump(&self.counts.refused);
             match e {
                 ArbiterError::OutOfOrder {
                     generation, next, ..
@@ -344,13 +418,25 @@ impl Shared {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(config.io_timeout))?;
         stream.set_write_timeout(Some(config.io_timeout))?;
-        let (mut chan, identity) = match &self.arbiter.auth {
+        let chan = match &self.arbiter.auth {
             ServerAuth::Tls(creds) => {
-                let (chan, id) = Channel::tls_server(stream, creds)?;
-                (chan, Some(id))
+                Channel::tls_server(stream, creds).map(|(c, id)| (c, Some(id)))
             }
-            ServerAuth::Secret(secret) => (Channel::server(stream, secret)?, None),
+            ServerAuth::Secret(secret) => Channel::server(stream, secret).map(|c| (c, None)),
         };
+        let (mut chan, identity) = match chan {
+            Ok(c) => c,
+            Err(e) => {
+                if matches!(
+                    e,
+                    ArbiterError::Unauthenticated(_) | ArbiterError::TlsRefused(_)
+                ) {
+                    bump(&self.arbiter.counts.clients_refused);
+                }
+                return Err(e);
+            }
+        };
+        bump(&self.arbiter.counts.clients);
         slot.authenticated();
         chan.stream().set_read_timeout(Some(config.idle_timeout))?;
         while !self.stopping.load(Ordering::SeqCst) {
@@ -378,6 +464,13 @@ impl ArbiterHandle {
     /// The arbiter being served, for local calls.
     pub fn arbiter(&self) -> &Arbiter {
         &self.shared.arbiter
+    }
+
+    /// [`Arbiter::prometheus`] of the served arbiter, callable from any thread for as
+    /// long as the caller keeps it.
+    pub fn prometheus_source(&self) -> impl Fn() -> String + Send + Sync + 'static {
+        let shared = Arc::clone(&self.shared);
+        move || shared.arbiter.prometheus()
     }
 
     /// Stops accepting, closes every connection and waits for all server threads.

@@ -131,6 +131,18 @@ impl Ledger {
         self.entries.get(&(vm.to_owned(), generation))
     }
 
+    /// Each VM with its newest decided generation, in VM order.
+    pub(crate) fn newest(&self) -> Vec<(&str, u64)> {
+        let mut out: Vec<(&str, u64)> = Vec::new();
+        for (vm, g) in self.entries.keys() {
+            match out.last_mut() {
+                Some((v, newest)) if *v == vm.as_str() => *newest = (*newest).max(*g),
+                _ => out.push((vm.as_str(), *g)),
+            }
+        }
+        out
+    }
+
     /// Records `winner` for a key that has none; the caller checked with [`Ledger::get`].
     pub(crate) fn insert(&mut self, vm: &str, generation: u64, winner: Winner) {
         self.entries.insert((vm.to_owned(), generation), winner);

@@ -104,6 +104,10 @@ pub struct NodeArgs {
     /// Put the state hash into the log every N instructions (the backup checks it).
     #[arg(long, value_name = "N", default_value_t = 500_000_000)]
     pub hash_every: u64,
+    /// Serve this node's figures as Prometheus text on ADDR (`GET /metrics`, HTTP in
+    /// clear: bind it where only monitoring reaches).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Where the node reports its status for `ftvm status` [default: $FTVM_RUN_DIR or
     /// /tmp/ftvm].
     #[arg(long, value_name = "DIR")]
@@ -233,6 +237,10 @@ pub struct SwitchArgs {
     /// Where VM processes connect.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7700")]
     pub listen: std::net::SocketAddr,
+    /// Serve the switch's counters as Prometheus text on ADDR (`GET /metrics`, HTTP in
+    /// clear).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Forward a host TCP port to the guest: `tcp:[HOSTADDR]:HOSTPORT-:GUESTPORT`
     /// (repeatable).
     #[arg(long, value_name = "SPEC")]
@@ -262,6 +270,10 @@ pub struct ArbiterArgs {
     /// The file that makes decisions durable (fsynced before every answer).
     #[arg(long, value_name = "FILE")]
     pub state: PathBuf,
+    /// Serve the arbiter's figures as Prometheus text on ADDR (`GET /metrics`, HTTP in
+    /// clear).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// With --insecure-plaintext: a file holding the cluster secret both ends must
     /// prove they know.
     #[arg(long, value_name = "FILE", requires = "insecure_plaintext")]

@@ -6,12 +6,14 @@
 //! - [`driver`]: the machine loop over the world's backends (crates/world);
 //! - [`replica`]: the [`replica::Journal`] hook, recording and replay;
 //! - [`ft`]: the primary, the backup, live transfer, status and the demo;
+//! - [`metrics`]: the `--metrics` endpoints (Prometheus text);
 //! - [`run`], [`services`], [`sim`]: the other commands; [`cli`]: their arguments.
 
 pub mod cli;
 pub mod driver;
 pub mod ft;
 pub mod guest;
+pub mod metrics;
 pub mod replica;
 pub mod run;
 pub mod services;

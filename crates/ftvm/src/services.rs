@@ -54,6 +54,10 @@ pub fn switch(args: &SwitchArgs) -> Result<ExitCode> {
     for a in sw.hostfwd_addrs() {
         eprintln!("ftvm: forwarding host {a} to the guest");
     }
+    if let Some(addr) = args.metrics {
+        let counters = sw.metrics();
+        crate::metrics::serve(addr, "switch", Arc::new(move || counters.prometheus()))?;
+    }
     let stop = stop_on_signals()?;
     sw.run_until(&stop)?;
     Ok(ExitCode::SUCCESS)
@@ -97,6 +101,9 @@ pub fn arbiter(args: &ArbiterArgs) -> Result<ExitCode> {
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let handle = arb.serve(listener)?;
+    if let Some(addr) = args.metrics {
+        crate::metrics::serve(addr, "arbiter", Arc::new(handle.prometheus_source()))?;
+    }
     eprintln!(
         "ftvm: arbiter listening on {} (state in {})",
         handle.local_addr(),

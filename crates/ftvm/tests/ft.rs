@@ -112,6 +112,9 @@ struct Cluster {
     sw: u16,
     arb: u16,
     fwd: u16,
+    /// The switch's and the arbiter's `--metrics` ports.
+    sw_metrics: u16,
+    arb_metrics: u16,
     procs: Vec<(String, Child)>,
 }
 
@@ -158,6 +161,8 @@ impl Cluster {
             sw: free_port(),
             arb: free_port(),
             fwd: free_port(),
+            sw_metrics: free_port(),
+            arb_metrics: free_port(),
             procs: Vec::new(),
         };
         c.start_switch("switch");
@@ -172,7 +177,16 @@ impl Cluster {
             self.secret.display().to_string(),
         );
         let keys = self.keys.display().to_string();
-        let mut args = vec!["arbiter", "--listen", &arb, "--state", &state];
+        let metrics = format!("127.0.0.1:{}", self.arb_metrics);
+        let mut args = vec![
+            "arbiter",
+            "--listen",
+            &arb,
+            "--state",
+            &state,
+            "--metrics",
+            &metrics,
+        ];
         // Only channels in clear rest on the cluster secret.
         match self.plaintext {
             true => args.extend(["--insecure-plaintext", "--secret-file", &secret]),
@@ -258,7 +272,16 @@ impl Cluster {
             format!("tcp:127.0.0.1:{fwd}-:7777"),
         );
         let keys = self.keys.display().to_string();
-        let mut args = vec!["switch", "--listen", &listen, "--hostfwd", &hostfwd];
+        let metrics = format!("127.0.0.1:{}", self.sw_metrics);
+        let mut args = vec![
+            "switch",
+            "--listen",
+            &listen,
+            "--hostfwd",
+            &hostfwd,
+            "--metrics",
+            &metrics,
+        ];
         match self.plaintext {
             true => args.push("--insecure-plaintext"),
             false => args.extend(["--tls", &keys, "--vm", GUEST_VM_MAC]),
@@ -1338,4 +1361,97 @@ fn the_switch_process_refuses_impostors_and_keeps_serving_the_guest() {
     wait_log(&c, "switch", "the TLS handshake did not finish in time");
     assert!(c.counter("inc").is_ok());
     drop(rogue);
+}
+
+/// `GET path` on a `--metrics` port: the status line and the body.
+fn http_get(port: u16, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).unwrap();
+    let (head, body) = all.split_once("\r\n\r\n").expect("an HTTP answer");
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// The samples of a `--metrics` endpoint, every line of which must parse.
+fn scrape(port: u16) -> prometheus_parse::Scrape {
+    let (status, body) = http_get(port, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    let parsed = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let lines = body
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count();
+    assert_eq!(parsed.samples.len(), lines, "a line did not parse:\n{body}");
+    assert!(lines > 0, "no samples");
+    parsed
+}
+
+/// The value of `metric` whose labels include `labels`.
+fn sample(s: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let found = s
+        .samples
+        .iter()
+        .find(|x| x.metric == metric && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .unwrap_or_else(|| panic!("no {metric}{labels:?} in {:?}", s.samples));
+    match found.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        ref v => panic!("{metric} is {v:?}"),
+    }
+}
+
+#[test]
+fn every_process_serves_its_figures_as_prometheus_text_across_a_failover() {
+    let _one = serial();
+    let mut c = Cluster::new("ft-metrics");
+    let (p, b, pm, bm) = (free_port(), free_port(), free_port(), free_port());
+    let (pm_addr, bm_addr) = (format!("127.0.0.1:{pm}"), format!("127.0.0.1:{bm}"));
+    c.primary_with("P", p, &["--metrics", &pm_addr]);
+    c.wait_counter();
+    let secret = c.secret.clone();
+    c.backup_with("B", b, p, &secret, &["--metrics", &bm_addr]);
+    c.wait_state("P", "primary", "protected", Duration::from_secs(60));
+    for _ in 0..20 {
+        c.counter("inc").unwrap();
+    }
+    // Reports are rewritten every 200 ms.
+    std::thread::sleep(Duration::from_millis(500));
+    let node = |n| [("vm", "t"), ("node", n)];
+    let ps = scrape(pm);
+    assert_eq!(sample(&ps, "ftvm_protected", &node("P")), 1.0);
+    let state = [("role", "primary"), ("state", "protected")];
+    assert_eq!(sample(&ps, "ftvm_node_state", &state), 1.0);
+    assert_eq!(sample(&ps, "ftvm_transfers_total", &node("P")), 1.0);
+    assert!(sample(&ps, "ftvm_transfer_bytes_total", &node("P")) > 1e6);
+    assert!(sample(&ps, "ftvm_acks_total", &node("P")) >= 20.0);
+    assert!(sample(&ps, "ftvm_log_bytes_total", &node("P")) > 0.0);
+    assert!(sample(&ps, "ftvm_instructions_total", &node("P")) > 0.0);
+    let generation = sample(&ps, "ftvm_generation", &node("P"));
+    let bs = scrape(bm);
+    let replaying = [("role", "backup"), ("state", "replaying")];
+    assert_eq!(sample(&bs, "ftvm_node_state", &replaying), 1.0);
+    assert!(sample(&bs, "ftvm_acks_total", &node("B")) >= 20.0);
+    assert_eq!(sample(&bs, "ftvm_generation", &node("B")), generation);
+    let sw = scrape(c.sw_metrics);
+    assert!(sample(&sw, "ftvm_switch_ports_connected", &[]) >= 1.0);
+    assert!(sample(&sw, "ftvm_switch_frames_in", &[]) > 0.0);
+    let arb = scrape(c.arb_metrics);
+    assert!(sample(&arb, "ftvm_arbiter_decided_total", &[]) >= 1.0);
+    assert!(sample(&arb, "ftvm_arbiter_clients_total", &[]) >= 1.0);
+    // Anything but GET /metrics is refused.
+    assert_eq!(http_get(pm, "/other").0, "HTTP/1.1 404 Not Found");
+
+    c.kill("P");
+    c.wait_state("B", "primary", "unprotected", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    let bs = scrape(bm);
+    assert_eq!(sample(&bs, "ftvm_failovers_total", &node("B")), 1.0);
+    assert_eq!(sample(&bs, "ftvm_protected", &node("B")), 0.0);
+    let won = sample(&bs, "ftvm_generation", &node("B"));
+    let arb = scrape(c.arb_metrics);
+    assert_eq!(sample(&arb, "ftvm_arbiter_generation", &[("vm", "t")]), won);
+    assert!(c.counter("inc").is_ok());
 }

@@ -183,6 +183,11 @@ impl<T> Primary<T> {
             && icount > self.backup_icount.saturating_add(self.max_lag)
     }
 
+    /// The instruction the backup reported executing to (its newest ack).
+    pub fn backup_icount(&self) -> u64 {
+        self.backup_icount
+    }
+
     /// Acknowledgments that did not match what was sent: each ended the channel.
     pub fn protocol_errors(&self) -> u64 {
         self.protocol_errors

@@ -61,6 +61,8 @@ enum Msg {
 struct Shared {
     core: Mutex<Backup<OutputKind>>,
     ack_out: Mutex<Box<dyn Channel>>,
+    /// Acks written, for the reports.
+    acks: std::sync::atomic::AtomicU64,
     clock: Clock,
 }
 
@@ -75,6 +77,7 @@ impl Shared {
             // A failed write shows up as the channel failing on the reader's side.
             let _ = s.write_all(&a);
         }
+        self.acks.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -470,8 +473,9 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
     if args.primary.is_empty() {
         bail!("--primary needs at least one address");
     }
+    node.serve_metrics(&args.node)?;
     let stop = crate::services::stop_on_signals()?;
-    let mut status_file = StatusFile::new(&node.run_dir, &node.vm, &node.name, node.engine);
+    let mut status_file = StatusFile::new(&node);
     let base = Status {
         vm: node.vm.clone(),
         node: node.name.clone(),
@@ -514,6 +518,7 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
             clock.now(),
         )),
         ack_out: Mutex::new(stream.try_clone_channel()?),
+        acks: Default::default(),
         clock,
     });
     let (tx, rx) = mpsc::channel();
@@ -769,6 +774,9 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
             st.generation = generation;
             st.peer = offer.primary.clone();
             st.icount = replay.machine.icount().0;
+            // How far the replay is behind the newest entry it holds.
+            st.lag_insns = shared.core().limit().saturating_sub(st.icount);
+            st.acks = shared.acks.load(Ordering::Relaxed);
             status_file.write(&mut st);
         }
     };

@@ -131,6 +131,8 @@ pub struct Node {
     pub run_dir: PathBuf,
     /// The engine that runs the guest here.
     pub engine: ftvm_machine::Engine,
+    /// With `--metrics`: what the endpoint serves (see [`Node::serve_metrics`]).
+    pub metrics: Option<Arc<crate::metrics::NodeMetrics>>,
 }
 
 impl Node {
@@ -192,7 +194,18 @@ impl Node {
             hash_every: a.hash_every.max(1),
             run_dir: a.run_dir.clone().unwrap_or_else(status::default_run_dir),
             engine: a.engine.engine,
+            metrics: a.metrics.map(|_| Arc::default()),
         })
+    }
+
+    /// Start the `--metrics` endpoint, if asked for (before the guest starts, so a
+    /// taken address is a clear error at once).
+    pub fn serve_metrics(&self, a: &NodeArgs) -> Result<()> {
+        if let (Some(addr), Some(m)) = (a.metrics, &self.metrics) {
+            let m = m.clone();
+            crate::metrics::serve(addr, &self.name, Arc::new(move || m.render()))?;
+        }
+        Ok(())
     }
 
     /// The generation a new pair takes: past everything the arbiter has decided for
@@ -372,6 +385,7 @@ pub fn primary(args: &PrimaryArgs) -> Result<ExitCode> {
     let node = Node::from_args(&args.node, "127.0.0.1:7702")?;
     let listener = TcpListener::bind(node.listen)
         .with_context(|| format!("cannot listen for a backup on {}", node.listen))?;
+    node.serve_metrics(&args.node)?;
     if let Some(d) = &args.disk {
         if crate::run::disk_spec(d)?.1 == DiskMode::Snapshot {
             bail!(

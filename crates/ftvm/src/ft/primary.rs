@@ -111,9 +111,25 @@ pub struct Primary {
     history: VecDeque<(u64, Instant)>,
     throttled: u64,
     throttling: bool,
+    /// What `ftvm status` and `--metrics` count.
+    counts: Counts,
     /// The core halted this node (another is live).
     halted: Option<String>,
     stopped: bool,
+}
+
+/// Running totals of this process, for its reports.
+#[derive(Default)]
+struct Counts {
+    /// Log bytes of links that ended.
+    log_bytes: u64,
+    acks: u64,
+    failovers: u64,
+    transfers: u64,
+    /// Bytes of transfers that ended.
+    transfer_bytes: u64,
+    /// The guest's instruction count at the last report, and when.
+    reported: Option<(u64, Instant)>,
 }
 
 impl Primary {
@@ -149,7 +165,7 @@ impl Primary {
         waker: Arc<Waker>,
     ) -> Result<Primary> {
         let core = ftvm_replica::Primary::live(&node.name, generation, node.timing(), None);
-        Primary::new(
+        let mut p = Primary::new(
             node,
             core,
             Clock::start(),
@@ -158,7 +174,9 @@ impl Primary {
             switch,
             disk,
             waker,
-        )
+        )?;
+        p.counts.failovers = 1;
+        Ok(p)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -206,7 +224,7 @@ impl Primary {
                     }
                 }
             })?;
-        let status = StatusFile::new(&node.run_dir, &node.vm, &node.name, node.engine);
+        let status = StatusFile::new(&node);
         let asker = Asker::new(node.arbiter());
         let mut p = Primary {
             node,
@@ -228,6 +246,7 @@ impl Primary {
             history: VecDeque::new(),
             throttled: 0,
             throttling: false,
+            counts: Counts::default(),
             halted: None,
             stopped: false,
         };
@@ -283,6 +302,7 @@ impl Primary {
                         self.core.generation()
                     );
                     if let Some(l) = self.link.take() {
+                        self.counts.log_bytes += l.log.bytes_written();
                         l.stream.close();
                     }
                     self.report("failing over");
@@ -356,6 +376,7 @@ impl Primary {
                 },
                 News::Ack { link, seq, icount } => {
                     if self.link.as_ref().is_some_and(|l| l.id == link) {
+                        self.counts.acks += 1;
                         self.core.ack(Seq(seq), icount, now);
                     }
                 }
@@ -371,6 +392,7 @@ impl Primary {
                         if before == PrimaryPhase::Arbitrating
                             && self.core.phase() == PrimaryPhase::Unprotected
                         {
+                            self.counts.failovers += 1;
                             eprintln!(
                                 "ftvm: {}: won generation {generation}; running unprotected until a new backup joins",
                                 self.node.name
@@ -431,11 +453,14 @@ impl Primary {
                     "ftvm: {}: transfer to {} failed: {e:#}; still unprotected",
                     self.node.name, sender.backup
                 );
+                self.counts.transfer_bytes += sender.progress().1;
                 self.transfer = None;
                 return Ok(());
             }
         };
         let sender = self.transfer.take().expect("a transfer");
+        self.counts.transfer_bytes += summary.bytes;
+        self.counts.transfers += 1;
         let (backup, generation) = (sender.backup.clone(), sender.generation);
         let paused = Instant::now();
         let header = Header::new(
@@ -528,17 +553,36 @@ impl Primary {
             icount: self.icount,
             outputs_waiting: self.core.held(),
             throttled: self.throttled,
+            log_bytes: self.counts.log_bytes,
+            acks: self.counts.acks,
+            failovers: self.counts.failovers,
+            transfers: self.counts.transfers,
+            transfer_bytes: self.counts.transfer_bytes,
             ..Status::default()
         };
+        // The guest's speed since the last report turns the lag into host time.
+        let now = Instant::now();
+        let speed = self.counts.reported.map_or(0.0, |(i, t)| {
+            self.icount.saturating_sub(i) as f64 / now.duration_since(t).as_secs_f64().max(1e-3)
+        });
+        self.counts.reported = Some((self.icount, now));
         if let Some(l) = &mut self.link {
             st.peer = l.backup.clone();
             let (b0, t0) = l.bytes_reported;
             let b = l.log.bytes_written();
             st.log_bytes_per_s = (b - b0) as f64 / t0.elapsed().as_secs_f64().max(1e-3);
-            l.bytes_reported = (b, Instant::now());
+            st.log_bytes += b;
+            l.bytes_reported = (b, now);
+            st.lag_insns = self.icount.saturating_sub(self.core.backup_icount());
+            if speed > 0.0 {
+                st.lag_ms = st.lag_insns as f64 / speed * 1e3;
+            }
         }
         if let Some(s) = &self.transfer {
             st.peer = s.backup.clone();
+            let (round, bytes) = s.progress();
+            st.transfer_round = round;
+            st.transfer_bytes += bytes;
         }
         self.status.write(&mut st);
     }

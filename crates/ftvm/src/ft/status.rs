@@ -47,6 +47,24 @@ pub struct Status {
     /// The engine running the guest (`jit` or `interp`).
     #[serde(default)]
     pub engine: String,
+    /// Bytes of log sent to backups, all links together.
+    #[serde(default)]
+    pub log_bytes: u64,
+    /// Acknowledgments received (a primary) or sent (a backup).
+    #[serde(default)]
+    pub acks: u64,
+    /// Times this process went live after losing its peer.
+    #[serde(default)]
+    pub failovers: u64,
+    /// State transfers to new backups completed.
+    #[serde(default)]
+    pub transfers: u64,
+    /// Bytes of guest state sent in transfers, including one in progress.
+    #[serde(default)]
+    pub transfer_bytes: u64,
+    /// The pre-copy round of a transfer in progress.
+    #[serde(default)]
+    pub transfer_round: u32,
 }
 
 /// The directory nodes report into: `$FTVM_RUN_DIR`, else `<tmp>/ftvm`.
@@ -67,13 +85,17 @@ pub struct StatusFile {
     path: PathBuf,
     last: Option<Instant>,
     engine: ftvm_machine::Engine,
+    /// The `--metrics` endpoint's copy of every report.
+    metrics: Option<std::sync::Arc<crate::metrics::NodeMetrics>>,
 }
 
 impl StatusFile {
-    /// The file for `node` of `vm` in `dir` (created if missing).
-    pub fn new(dir: &Path, vm: &str, node: &str, engine: ftvm_machine::Engine) -> StatusFile {
+    /// The file for `node` in its run directory (created if missing); every report
+    /// goes to its metrics endpoint too.
+    pub fn new(node: &super::Node) -> StatusFile {
+        let dir = &node.run_dir;
         let _ = std::fs::create_dir_all(dir);
-        let safe: String = format!("{vm}.{node}")
+        let safe: String = format!("{}.{}", node.vm, node.name)
             .chars()
             .map(|c| {
                 if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
@@ -86,7 +108,8 @@ impl StatusFile {
         StatusFile {
             path: dir.join(format!("{safe}.json")),
             last: None,
-            engine,
+            engine: node.engine,
+            metrics: node.metrics.clone(),
         }
     }
 
@@ -106,6 +129,9 @@ impl StatusFile {
         st.engine = self.engine.to_string();
         st.updated_unix_ms = unix_ms();
         self.last = Some(Instant::now());
+        if let Some(m) = &self.metrics {
+            m.observe(st);
+        }
         let tmp = self.path.with_extension("tmp");
         if let Ok(json) = serde_json::to_vec_pretty(st) {
             if std::fs::write(&tmp, json).is_ok() {

@@ -61,6 +61,11 @@ pub struct Sender {
 }
 
 impl Sender {
+    /// The pre-copy round under way and the bytes sent so far.
+    pub fn progress(&self) -> (u32, u64) {
+        (self.round, self.bytes)
+    }
+
     /// Offer the guest and start round 0 (all of RAM).
     /// With `disk`, the image at that path goes along (a backup with its own copy).
     pub fn start(
