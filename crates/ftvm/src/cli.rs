@@ -125,10 +125,13 @@ pub struct PrimaryArgs {
     /// The `ftvm switch` the guest's NIC plugs into.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7700")]
     pub switch: std::net::SocketAddr,
-    /// A raw disk image for virtio-blk, `PATH[,readonly]`, on storage the backup's host
-    /// sees at the same path (a shared disk: only the live side writes it, and a write
-    /// leaves only once the backup holds its log entry).
-    #[arg(long, value_name = "PATH[,readonly]")]
+    /// The guest's virtio-blk disk, shared by the pair: a raw image `PATH[,readonly]` on
+    /// storage the backup's host sees at the same path, or an NBD export
+    /// `nbd://HOST:PORT/EXPORT[,readonly]` (qemu-nbd needs --shared=2 or more, so a new
+    /// primary can connect while the old one's connection lingers). Only the live side
+    /// writes it, a write leaves only once the backup holds its log entry, and only
+    /// under the lease of the backup's acks.
+    #[arg(long, value_name = "PATH|nbd://HOST:PORT/EXPORT[,readonly]")]
     pub disk: Option<String>,
 }
 
@@ -148,7 +151,8 @@ pub struct BackupArgs {
     /// The switch to plug into when going live [default: the primary's].
     #[arg(long, value_name = "ADDR")]
     pub switch: Option<std::net::SocketAddr>,
-    /// Where this host sees the pair's shared disk [default: the primary's path].
+    /// Where this host sees the pair's shared disk image [default: the primary's path;
+    /// an NBD disk is reached at the primary's URL].
     #[arg(long, value_name = "PATH")]
     pub disk: Option<std::path::PathBuf>,
     /// Keep a private copy of the guest's disk at PATH instead of sharing the
@@ -353,9 +357,13 @@ pub struct MachineArgs {
 /// Options for the devices that connect a machine to the world.
 #[derive(Args, Clone)]
 pub struct DeviceArgs {
-    /// A raw disk image for virtio-blk: `PATH[,readonly][,snapshot]` (snapshot: writes
-    /// stay in memory and the file is never changed).
-    #[arg(long, value_name = "PATH[,readonly][,snapshot]")]
+    /// The virtio-blk disk: a raw image `PATH[,readonly][,snapshot]` (snapshot: writes
+    /// stay in memory and the file is never changed) or an NBD export
+    /// `nbd://HOST:PORT/EXPORT[,readonly]`.
+    #[arg(
+        long,
+        value_name = "PATH[,readonly][,snapshot] | nbd://HOST:PORT/EXPORT"
+    )]
     pub disk: Option<String>,
     /// Network: `none`; `user[,hostfwd=tcp:[HOSTADDR]:HOSTPORT-:GUESTPORT]...` for
     /// user-mode networking inside this process (guest 10.0.2.15/24, gateway

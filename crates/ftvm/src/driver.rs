@@ -23,6 +23,7 @@ use anyhow::{bail, Context, Result};
 use ftvm_machine::devices::virtio::{BlkError, BlkRequest, BlkRequestKind};
 use ftvm_machine::{Event, Exit, ICount, Machine, OutputKind};
 use ftvm_world::console::StdinConsole;
+use ftvm_world::disk::{DiskError, WritePermit};
 use ftvm_world::hostclock::HostClock;
 use ftvm_world::mio::unix::SourceFd;
 use ftvm_world::mio::{Events, Interest, Poll, Token, Waker};
@@ -89,6 +90,8 @@ pub struct Driver<W: Write> {
     pub journal: Option<Box<dyn Journal>>,
     /// Set (by a signal handler) to end the run cleanly at the next stop.
     pub stop: Arc<AtomicBool>,
+    /// Disk writes are sent only while it allows (the FT primary's lease).
+    pub write_permit: WritePermit,
 }
 
 impl<W: Write> Driver<W> {
@@ -107,6 +110,7 @@ impl<W: Write> Driver<W> {
             device_errors: 0,
             journal: None,
             stop: Arc::new(AtomicBool::new(false)),
+            write_permit: WritePermit::default(),
         })
     }
 
@@ -261,8 +265,9 @@ impl<W: Write> Driver<W> {
                 }
             }
             OutputKind::Disk(req) => {
-                let ev = self.disk_request(req);
-                self.deliver(ev)?;
+                if let Some(ev) = self.disk_request(req) {
+                    self.deliver(ev)?;
+                }
             }
             OutputKind::EntropyRequest { id, len } => self.answer_entropy(id, len)?,
         }
@@ -311,35 +316,46 @@ impl<W: Write> Driver<W> {
         Ok(())
     }
 
-    /// Carry out a disk request on the image; the answer is the completion event.
-    fn disk_request(&mut self, req: BlkRequest) -> Event {
+    /// Carry out a disk request; the answer is the completion event (none while a
+    /// write waits for the write permit, held by the journal).
+    fn disk_request(&mut self, req: BlkRequest) -> Option<Event> {
         let Some(disk) = &mut self.backends.disk else {
-            return Event::DiskDone {
+            return Some(Event::DiskDone {
                 id: req.id,
                 error: Some(BlkError::Io),
                 data: Vec::new(),
-            };
+            });
         };
-        let result = match req.kind {
-            BlkRequestKind::Read { sector, len } => disk.read(sector, len as u64),
+        let result = match &req.kind {
+            BlkRequestKind::Read { sector, len } => disk.read(*sector, *len as u64),
+            BlkRequestKind::Write { .. } if !self.write_permit.allows() => Err(DiskError::Fenced),
             BlkRequestKind::Write { sector, data } => {
-                disk.write(sector, &data).map(|()| Vec::new())
+                disk.write(*sector, data).map(|()| Vec::new())
             }
             BlkRequestKind::Flush => disk.flush().map(|()| Vec::new()),
         };
+        let id = req.id;
         match result {
-            Ok(data) => Event::DiskDone {
-                id: req.id,
+            Ok(data) => Some(Event::DiskDone {
+                id,
                 error: None,
                 data,
-            },
+            }),
+            Err(DiskError::Fenced)
+                if self
+                    .journal
+                    .as_mut()
+                    .is_some_and(|j| j.hold(OutputKind::Disk(req))) =>
+            {
+                None
+            }
             Err(e) => {
-                tracing::warn!("disk request {} failed: {e}", req.id);
-                Event::DiskDone {
-                    id: req.id,
+                tracing::warn!("disk request {id} failed: {e}");
+                Some(Event::DiskDone {
+                    id,
                     error: Some(BlkError::Io),
                     data: Vec::new(),
-                }
+                })
             }
         }
     }

@@ -9,9 +9,12 @@ use ftvm_machine::boot::{DeviceConfig, DiskConfig};
 use ftvm_machine::{BootConfig, Firmware, ICount, Machine};
 use ftvm_usernet::{parse_hostfwd, UserNet};
 use ftvm_world::console::StdinConsole;
-use ftvm_world::disk::{DiskImage, DiskMode};
+use ftvm_world::disk::{DiskImage, DiskMode, WritePermit};
 use ftvm_world::entropy::HostEntropy;
+use ftvm_world::nbd::NbdDisk;
+use ftvm_world::nbd::NbdUrl;
 use ftvm_world::tls::Credentials;
+use ftvm_world::Disk;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,22 +27,62 @@ fn read_file(what: &str, path: &std::path::Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {what} '{}'", path.display()))
 }
 
-/// A `--disk` value: `PATH[,readonly][,snapshot]`.
-pub fn disk_spec(spec: &str) -> Result<(PathBuf, DiskMode)> {
+/// Where a `--disk` lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskTarget {
+    /// A raw image file.
+    File(PathBuf),
+    /// An export of an NBD server (`nbd://HOST:PORT/EXPORT`).
+    Nbd(NbdUrl),
+}
+
+/// A `--disk` value: `PATH[,readonly][,snapshot]` or `nbd://HOST:PORT/EXPORT[,readonly]`.
+pub fn disk_spec(spec: &str) -> Result<(DiskTarget, DiskMode)> {
     let mut parts = spec.split(',');
-    let path = parts.next().unwrap_or_default();
-    if path.is_empty() {
-        bail!("--disk needs a file path");
+    let place = parts.next().unwrap_or_default();
+    if place.is_empty() {
+        bail!("--disk needs a file path or an nbd:// URL");
     }
+    let target = if place.starts_with("nbd://") {
+        DiskTarget::Nbd(NbdUrl::parse(place).map_err(|e| anyhow::anyhow!("--disk {e}"))?)
+    } else {
+        DiskTarget::File(PathBuf::from(place))
+    };
     let mut mode = DiskMode::ReadWrite;
     for opt in parts {
         mode = match opt {
             "readonly" | "ro" => DiskMode::ReadOnly,
+            "snapshot" if matches!(target, DiskTarget::Nbd(_)) => {
+                bail!("--disk {spec}: snapshot is for image files (an NBD server keeps its own overlays, e.g. qemu-nbd --snapshot)")
+            }
             "snapshot" => DiskMode::Snapshot,
             _ => bail!("unknown --disk option '{opt}' (expected readonly or snapshot)"),
         };
     }
-    Ok((PathBuf::from(path), mode))
+    Ok((target, mode))
+}
+
+/// Open a `--disk`: its backend and what the guest sees. Writes to it leave only
+/// while `permit` allows (an NBD disk checks it again on every re-send).
+pub fn open_disk(spec: &str, permit: &WritePermit) -> Result<(Box<dyn Disk>, DiskConfig)> {
+    match disk_spec(spec)? {
+        (DiskTarget::File(path), mode) => {
+            let img = DiskImage::open(&path, mode)?;
+            let cfg = DiskConfig {
+                sectors: img.capacity(),
+                read_only: img.read_only(),
+            };
+            Ok((Box::new(img), cfg))
+        }
+        (DiskTarget::Nbd(url), mode) => {
+            let disk = NbdDisk::connect(&url, permit.clone())?;
+            let cfg = DiskConfig {
+                sectors: disk.capacity(),
+                read_only: disk.read_only() || mode == DiskMode::ReadOnly,
+            };
+            Ok((Box::new(disk), cfg))
+        }
+    }
 }
 
 /// Open the world side of the devices and say what the guest will see. A switch port
@@ -48,17 +91,14 @@ pub fn devices(
     d: &DeviceArgs,
     default_net: bool,
     switch_tls: Option<&Credentials>,
+    permit: &WritePermit,
 ) -> Result<(DeviceConfig, Backends)> {
     let mut cfg = DeviceConfig::default();
     let mut backends = Backends::default();
     if let Some(spec) = &d.disk {
-        let (path, mode) = disk_spec(spec)?;
-        let img = DiskImage::open(&path, mode)?;
-        cfg.disk = Some(DiskConfig {
-            sectors: img.capacity(),
-            read_only: img.read_only(),
-        });
-        backends.disk = Some(Box::new(img));
+        let (disk, disk_cfg) = open_disk(spec, permit)?;
+        cfg.disk = Some(disk_cfg);
+        backends.disk = Some(disk);
     }
     let net = match d.net.as_deref() {
         Some(spec) => spec.to_string(),
@@ -177,7 +217,7 @@ pub fn boot_config(a: &MachineArgs, devices: DeviceConfig) -> Result<BootConfig>
 
 pub fn run(args: &RunArgs, record: Option<&RecordArgs>) -> Result<ExitCode> {
     let default_guest = args.machine.kernel.is_none() && args.restore.is_none();
-    let (devices, backends) = devices(&args.devices, default_guest, None)?;
+    let (devices, backends) = devices(&args.devices, default_guest, None, &WritePermit::default())?;
     let cfg = match &args.restore {
         Some(_) => None,
         None => Some(boot_config(&args.machine, devices)?),

@@ -118,14 +118,6 @@ struct Cluster {
     procs: Vec<(String, Child)>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Cluster {
     fn new(name: &str) -> Cluster {
         Cluster::with(name, false)
@@ -194,6 +186,29 @@ impl Cluster {
         }
         self.spawn("arbiter", &args);
         wait_listening(self.arb);
+    }
+
+    /// A qemu-nbd "nbd" serving `img` on 127.0.0.1:`port` as export "disk" (with
+    /// --shared: a new primary connects while the old one's connection lingers).
+    fn nbd_server(&mut self, img: &Path, port: u16) {
+        let (port, img) = (port.to_string(), img.to_str().unwrap().to_string());
+        let args = ["-f", "raw", "-x", "disk", "-b", "127.0.0.1", "-p", &port];
+        let args: Vec<&str> = args.into_iter().chain(["-t", "--shared=8", &img]).collect();
+        self.spawn_program("nbd", "qemu-nbd", &args);
+    }
+
+    fn spawn_program(&mut self, name: &str, program: &str, args: &[&str]) {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {program} ({e}): scripts/install-deps installs it")
+            });
+        self.procs.push((name.into(), child));
     }
 
     fn spawn(&mut self, name: &str, args: &[&str]) {
@@ -323,13 +338,13 @@ impl Cluster {
         self.spawn(name, &a);
     }
 
-    /// A primary "P" on `listen` running the counter on the disk `img`.
-    fn disk_primary(&mut self, listen: u16, img: &Path) {
-        let disk = img.to_str().unwrap().to_string();
+    /// A primary "P" on `listen` running the counter on the disk `disk` (a path or an
+    /// nbd:// URL).
+    fn disk_primary(&mut self, listen: u16, disk: &str) {
         self.primary_with(
             "P",
             listen,
-            &["--append", "console=ttyS0 mode=disk", "--disk", &disk],
+            &["--append", "console=ttyS0 mode=disk", "--disk", disk],
         );
     }
 
@@ -715,19 +730,38 @@ fn cutting_the_logging_channel_leaves_exactly_one_side_live() {
     assert_eq!(c.counter("inc").unwrap(), before + 1, "{}", c.logs());
 }
 
+/// Where the counter's disk lives in [`disk_failover`].
+#[derive(PartialEq)]
+enum PairDisk {
+    /// One image both nodes open.
+    Shared,
+    /// The backup keeps its own copy.
+    Own,
+    /// One image behind qemu-nbd, which is killed and restarted halfway.
+    Nbd,
+}
+
 /// The counter service on a disk: 40 increments on the pair, the primary killed, one
 /// more on the backup; returns (the last value before the kill, the cluster).
-fn disk_failover(name: &str, own_copy: bool) -> (u64, Cluster, PathBuf) {
+fn disk_failover(name: &str, disk: PairDisk) -> (u64, Cluster, PathBuf) {
     let mut c = Cluster::new(name);
     let img = c.dir.join("counter.img");
     std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
-    let (p, b) = (free_port(), free_port());
-    c.disk_primary(p, &img);
+    let (p, b, nbd_port) = (free_port(), free_port(), free_port());
+    let spec = match disk {
+        PairDisk::Nbd => {
+            c.nbd_server(&img, nbd_port);
+            wait_listening(nbd_port);
+            format!("nbd://127.0.0.1:{nbd_port}/disk")
+        }
+        _ => img.to_str().unwrap().to_string(),
+    };
+    c.disk_primary(p, &spec);
     c.wait_counter();
     let secret = c.secret.clone();
     let copy = c.dir.join("copy.img");
     let _ = std::fs::remove_file(&copy);
-    if own_copy {
+    if disk == PairDisk::Own {
         c.backup_own_disk(b, p, &copy);
     } else {
         c.backup("B", b, p, &secret);
@@ -739,7 +773,14 @@ fn disk_failover(name: &str, own_copy: bool) -> (u64, Cluster, PathBuf) {
         .unwrap();
     let mut r = BufReader::new(conn.try_clone().unwrap());
     let mut last = 0;
-    for _ in 0..40 {
+    for i in 0..40 {
+        if i == 20 && disk == PairDisk::Nbd {
+            // The storage host blips: the server killed, back 300 ms later.
+            c.kill("nbd");
+            c.procs.retain(|(n, _)| n != "nbd");
+            std::thread::sleep(Duration::from_millis(300));
+            c.nbd_server(&img, nbd_port);
+        }
         conn.write_all(b"inc\n").unwrap();
         let mut l = String::new();
         r.read_line(&mut l).unwrap();
@@ -775,14 +816,26 @@ fn disk_value(path: &Path) -> u64 {
 #[test]
 fn a_shared_disk_keeps_every_acknowledged_increment_across_a_failover() {
     let _one = serial();
-    let (last, _c, img) = disk_failover("ft-disk", false);
+    let (last, _c, img) = disk_failover("ft-disk", PairDisk::Shared);
     assert_eq!(disk_value(&img), last + 1);
+}
+
+#[test]
+fn an_nbd_disk_keeps_every_acknowledged_increment_across_a_server_restart_and_a_failover() {
+    let _one = serial();
+    let (last, c, img) = disk_failover("ft-nbd", PairDisk::Nbd);
+    assert_eq!(disk_value(&img), last + 1);
+    let p = c.log("P");
+    assert!(
+        p.contains("reconnecting") && p.contains("reconnected"),
+        "{p}"
+    );
 }
 
 #[test]
 fn a_backup_with_its_own_disk_copy_takes_over_with_it() {
     let _one = serial();
-    let (last, c, img) = disk_failover("ft-own-disk", true);
+    let (last, c, img) = disk_failover("ft-own-disk", PairDisk::Own);
     // The copy came with the guest and followed its writes; the primary's image was
     // never touched by the backup.
     assert_eq!(disk_value(&c.dir.join("copy.img")), last + 1);
@@ -808,7 +861,7 @@ fn a_disk_copy_includes_the_writes_made_while_it_was_sent() {
     std::fs::write(&img, &data).unwrap();
     drop(data);
     let p = free_port();
-    c.disk_primary(p, &img);
+    c.disk_primary(p, img.to_str().unwrap());
     c.wait_counter();
     let mut conn = TcpStream::connect(("127.0.0.1", c.fwd)).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))

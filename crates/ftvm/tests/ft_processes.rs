@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use ftvm_arbiter::{ArbiterClient, ArbiterError, Outcome};
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,14 +29,6 @@ fn spawn(args: &[&str]) -> Proc {
             .spawn()
             .expect("start ftvm"),
     )
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Wait until something accepts connections on `port`.

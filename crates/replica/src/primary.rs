@@ -231,6 +231,20 @@ impl<T> Primary<T> {
         self.gate.len()
     }
 
+    /// Until when outputs already released may still be carried out (a disk write
+    /// sent): `None` without limit (live alone), otherwise the end of the lease the
+    /// newest acks granted — `Time(0)`, never, while no lease holds (claiming,
+    /// arbitrating, halted or stopped: a backup may be live, or about to be).
+    pub fn lease(&self) -> Option<Time> {
+        match self.phase {
+            PrimaryPhase::Unprotected => None,
+            PrimaryPhase::Protected | PrimaryPhase::Stopping => {
+                Some(self.link.as_ref().map_or(Time(0), |l| l.lease_until))
+            }
+            _ => Some(Time(0)),
+        }
+    }
+
     /// The highest sequence number the backup acknowledged.
     pub fn acked(&self) -> Seq {
         self.gate.acked()
@@ -712,6 +726,31 @@ mod tests {
             p.actions(),
             vec![PrimaryAction::Release("a"), PrimaryAction::Release("b")]
         );
+    }
+
+    #[test]
+    fn released_writes_may_be_sent_only_under_the_lease_or_when_live_alone() {
+        let mut p: Primary<&str> = Primary::boot("A", "1", Timing::default(), None, t(0));
+        assert_eq!(p.lease(), Some(Time(0)), "claiming: nothing may be sent");
+        p.arbiter(0, Verdict::Won, t(1));
+        assert_eq!(p.lease(), None, "live alone");
+        p.attached("B", 1, 0, t(2));
+        assert_eq!(p.lease(), Some(Time(0)), "no ack yet");
+        p.sent(Seq(1), 10, t(10));
+        p.ack(Seq(1), 0, t(12));
+        assert_eq!(p.lease(), Some(t(10) + Timing::default().lease));
+        p.channel_failed("cut", t(13));
+        assert_eq!(
+            p.lease(),
+            Some(Time(0)),
+            "arbitrating: the backup may go live"
+        );
+        p.arbiter(1, Verdict::Won, t(14));
+        assert_eq!(p.lease(), None, "won: live alone again");
+        let mut q = protected();
+        q.channel_failed("cut", t(3));
+        q.arbiter(1, Verdict::Lost { winner: "B".into() }, t(4));
+        assert_eq!(q.lease(), Some(Time(0)), "halted");
     }
 
     #[test]

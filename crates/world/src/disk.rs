@@ -58,6 +58,60 @@ pub enum DiskError {
     /// A write to a read-only disk.
     #[error("the disk is read-only")]
     ReadOnly,
+    /// A disk server failed or cannot be reached (the message names it).
+    #[error("{0}")]
+    Remote(String),
+    /// A write not sent: this node's [`WritePermit`] ran out (it may no longer own the
+    /// shared disk). The caller holds it until the permit returns or drops it.
+    #[error("the write was not sent: this node's lease on the shared disk ran out")]
+    Fenced,
+}
+
+/// Until when this node may send writes to a shared disk (DESIGN.md §4: only the live
+/// side writes). The FT primary sets it from its core's lease ([`crate::nbd`] explains
+/// what it guarantees); everything else leaves it unlimited. Clones share one value.
+#[derive(Clone, Debug)]
+pub struct WritePermit(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+/// [`WritePermit`]'s value for "no limit".
+const UNLIMITED: u64 = u64::MAX;
+
+/// `t` as nanoseconds on this process's monotonic clock (from 1: a permit of 0 never
+/// allows anything).
+fn ns(t: std::time::Instant) -> u64 {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(std::time::Instant::now);
+    t.saturating_duration_since(base).as_nanos() as u64 + 1
+}
+
+impl Default for WritePermit {
+    fn default() -> WritePermit {
+        WritePermit(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+            UNLIMITED,
+        )))
+    }
+}
+
+impl WritePermit {
+    /// Writes may be sent until `deadline` (`None`: without limit).
+    pub fn set(&self, deadline: Option<std::time::Instant>) {
+        let v = match deadline {
+            None => UNLIMITED,
+            Some(t) => ns(t).min(UNLIMITED - 1),
+        };
+        self.0.store(v, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// No write may be sent any more.
+    pub fn revoke(&self) {
+        self.0.store(0, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a write may be sent now.
+    pub fn allows(&self) -> bool {
+        let v = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        v == UNLIMITED || ns(std::time::Instant::now()) < v
+    }
 }
 
 /// A raw disk image backend.
@@ -171,6 +225,12 @@ pub trait Disk: Send {
     fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), DiskError>;
     /// Make every completed write durable.
     fn flush(&mut self) -> Result<(), DiskError>;
+    /// Called by a node that just became the disk's only writer, before its first
+    /// write: returns once no write of an earlier owner can land any more (for a disk
+    /// only one process opens, at once).
+    fn fence(&mut self) -> Result<(), DiskError> {
+        Ok(())
+    }
 }
 
 impl Disk for DiskImage {

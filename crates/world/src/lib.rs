@@ -16,6 +16,7 @@ pub mod disk;
 pub mod entropy;
 pub mod hostclock;
 pub mod keys;
+pub mod nbd;
 pub mod net;
 pub mod slots;
 pub mod tls;

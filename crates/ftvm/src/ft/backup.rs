@@ -8,7 +8,7 @@
 //! host's world after winning is retried until it works. Then this node is the
 //! primary and waits for a new backup.
 
-use super::primary::Primary;
+use super::primary::{PairDisk, Primary};
 use super::redelivery::{Replayed, SkipReplayed};
 use super::status::{Status, StatusFile};
 use super::wire::{self, Hello, Message, Offer};
@@ -24,7 +24,7 @@ use ftvm_log::{Entry, EntryKind, LogError, LogReader};
 use ftvm_machine::devices::virtio::BlkRequestKind;
 use ftvm_machine::{BootConfig, Event, Machine, OutputKind};
 use ftvm_replica::{Backup, BackupAction, BackupPhase, GoLive, OutputClass, RequestId, Seq, Time};
-use ftvm_world::disk::DiskImage;
+use ftvm_world::disk::{DiskImage, DiskMode, WritePermit};
 use ftvm_world::entropy::HostEntropy;
 use ftvm_world::{Channel, Net};
 use std::collections::VecDeque;
@@ -407,6 +407,8 @@ struct World {
     backends: Backends,
     listener: TcpListener,
     switch: SocketAddr,
+    /// What the new primary's disk writes need (shared with the disk itself).
+    permit: WritePermit,
 }
 
 fn world(
@@ -422,22 +424,26 @@ fn world(
             .parse()
             .context("the primary's switch address cannot be parsed")?,
     };
-    let disk_spec = offer
-        .disk
-        .as_deref()
-        .map(crate::run::disk_spec)
-        .transpose()?;
     // The shared disk, where this host sees it (our own copy is current already).
-    let shared =
-        match (&own, &disk_spec) {
-            (None, Some((path, mode))) => {
-                let path = args.disk.as_ref().unwrap_or(path);
-                Some(DiskImage::open(path, *mode).with_context(|| {
-                    format!("cannot open the shared disk at '{}'", path.display())
-                })?)
-            }
-            _ => None,
-        };
+    let permit = WritePermit::default();
+    let shared = match (&own, offer.disk.as_deref()) {
+        (None, Some(spec)) => {
+            let spec = match (crate::run::disk_spec(spec)?, &args.disk) {
+                ((crate::run::DiskTarget::File(_), mode), Some(path)) => {
+                    format!("{}{}", path.display(), mode_suffix(mode))
+                }
+                ((crate::run::DiskTarget::Nbd(url), _), Some(path)) => bail!(
+                    "--disk {} is for a shared image file; the primary's disk is {url}",
+                    path.display()
+                ),
+                _ => spec.to_string(),
+            };
+            let (disk, _) = crate::run::open_disk(&spec, &permit)
+                .with_context(|| format!("cannot open the shared disk {spec}"))?;
+            Some(disk)
+        }
+        _ => None,
+    };
     let entropy = HostEntropy::open().context("cannot open /dev/urandom")?;
     // Bound only now: until it is live, a spare knocking here is refused at once.
     let listener = TcpListener::bind(node.listen)
@@ -450,11 +456,10 @@ fn world(
     let mut port = port.map_err(|e| anyhow::anyhow!("{e}"))?;
     port.announce(GUEST_MAC, GUEST_IP)
         .map_err(|e| anyhow::anyhow!("cannot announce the guest's MAC to the switch: {e}"))?;
-    let disk = match disk_spec {
+    let disk = match offer.disk {
         None => None,
-        Some(_) => shared.or_else(|| own.take()),
-    }
-    .map(|d| Box::new(d) as Box<dyn ftvm_world::Disk>);
+        Some(_) => shared.or_else(|| own.take().map(|d| Box::new(d) as Box<dyn ftvm_world::Disk>)),
+    };
     Ok(World {
         backends: Backends {
             disk,
@@ -464,7 +469,17 @@ fn world(
         },
         listener,
         switch,
+        permit,
     })
+}
+
+/// A `--disk` mode as its spec option.
+fn mode_suffix(mode: DiskMode) -> &'static str {
+    match mode {
+        DiskMode::ReadWrite => "",
+        DiskMode::ReadOnly => ",readonly",
+        DiskMode::Snapshot => ",snapshot",
+    }
 }
 
 /// `ftvm backup`.
@@ -556,12 +571,15 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
 
     // With a disk of our own, the guest's writes are applied to it as the replay makes
     // them (the primary makes them too, once we acknowledged them).
-    let mode = offer
+    let spec = offer
         .disk
         .as_deref()
         .map(crate::run::disk_spec)
-        .transpose()?
-        .map(|(_, mode)| mode);
+        .transpose()?;
+    if let (Some((crate::run::DiskTarget::Nbd(url), _)), Some(_)) = (&spec, &args.own_disk) {
+        bail!("--own-disk needs a disk image file on the primary; its disk is {url}, which every host reaches anyway");
+    }
+    let mode = spec.map(|(_, mode)| mode);
     let mut own = match (&args.own_disk, mode) {
         (Some(path), Some(mode)) => Some(
             DiskImage::open(path, mode)
@@ -803,14 +821,24 @@ fn go_live(
     stop: Arc<AtomicBool>,
 ) -> Result<ExitCode> {
     let icount = machine.icount();
-    let mut driver = Driver::new(machine, world.backends, std::io::stdout())?;
+    let mut backends = world.backends;
+    if let (Some(disk), Some(epoch)) = (backends.disk.as_mut(), plan.fence) {
+        // Before our first write, none of the old primary's may still land.
+        disk.fence()
+            .with_context(|| format!("cannot fence the shared disk for generation {epoch}"))?;
+    }
+    let mut driver = Driver::new(machine, backends, std::io::stdout())?;
+    driver.write_permit = world.permit.clone();
     driver.journal = Some(Box::new(Primary::live(
         node.clone(),
         plan.generation,
         world.listener,
         offer.config.clone(),
         world.switch.to_string(),
-        offer.disk.clone(),
+        PairDisk {
+            spec: offer.disk.clone(),
+            permit: world.permit,
+        },
         driver.waker(),
     )?));
     let (nframes, nrequests) = (plan.resend.len(), plan.reissue.len());

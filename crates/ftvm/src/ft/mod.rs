@@ -398,18 +398,23 @@ pub fn primary(args: &PrimaryArgs) -> Result<ExitCode> {
         net: Some(format!("switch={}", args.switch)),
         console: crate::cli::ConsoleMode::None,
     };
-    let (devcfg, backends) = crate::run::devices(&devices, false, node.security.switch())?;
+    let permit = ftvm_world::disk::WritePermit::default();
+    let (devcfg, backends) = crate::run::devices(&devices, false, node.security.switch(), &permit)?;
     let cfg = crate::run::boot_config(&args.machine, devcfg)?;
     let mut machine = Machine::new(&cfg).context("cannot boot")?;
     machine.set_engine(node.engine);
     let stop = crate::services::stop_on_signals()?;
     let mut driver = Driver::new(machine, backends, std::io::stdout())?;
+    driver.write_permit = permit.clone();
     driver.journal = Some(Box::new(primary::Primary::boot(
         node,
         listener,
         encode_config(&cfg),
         args.switch.to_string(),
-        args.disk.clone(),
+        primary::PairDisk {
+            spec: args.disk.clone(),
+            permit,
+        },
         driver.waker(),
     )?));
     run_live(driver, stop)

@@ -20,6 +20,7 @@ use ftvm_log::{Header, LogWriter};
 use ftvm_machine::devices::virtio::{BlkRequest, BlkRequestKind};
 use ftvm_machine::{Event, Machine, Output, OutputKind};
 use ftvm_replica::{PrimaryAction, PrimaryPhase, Seq};
+use ftvm_world::disk::WritePermit;
 use ftvm_world::mio::Waker;
 use ftvm_world::{Channel, Slot, SlotLimits, Slots};
 use std::collections::VecDeque;
@@ -99,6 +100,10 @@ pub struct Primary {
     transfer: Option<Box<Sender>>,
     /// Candidates that arrived while the driver waited.
     deferred: Vec<Candidate>,
+    /// Disk writes may be sent while it allows: the core's lease, set after each turn.
+    permit: WritePermit,
+    /// Released writes the driver could not send (the permit had run out).
+    held_writes: Vec<OutputKind>,
     news: Receiver<News>,
     tx: NewsSender,
     asker: Asker,
@@ -132,6 +137,14 @@ struct Counts {
     reported: Option<(u64, Instant)>,
 }
 
+/// The pair's disk as a primary knows it.
+pub struct PairDisk {
+    /// The `--disk` spec, offered to each backup.
+    pub spec: Option<String>,
+    /// What the driver's (and the disk's) writes need: set from the core's lease.
+    pub permit: WritePermit,
+}
+
 impl Primary {
     /// A primary booting a new guest: it asks the arbiter for generation 0 under a
     /// name unique to this boot, and the guest runs only once it won.
@@ -140,7 +153,7 @@ impl Primary {
         listener: TcpListener,
         config: Vec<u8>,
         switch: String,
-        disk: Option<String>,
+        disk: PairDisk,
         waker: Arc<Waker>,
     ) -> Result<Primary> {
         let clock = Clock::start();
@@ -161,7 +174,7 @@ impl Primary {
         listener: TcpListener,
         config: Vec<u8>,
         switch: String,
-        disk: Option<String>,
+        disk: PairDisk,
         waker: Arc<Waker>,
     ) -> Result<Primary> {
         let core = ftvm_replica::Primary::live(&node.name, generation, node.timing(), None);
@@ -187,7 +200,7 @@ impl Primary {
         listener: TcpListener,
         config: Vec<u8>,
         switch: String,
-        disk: Option<String>,
+        disk: PairDisk,
         waker: Arc<Waker>,
     ) -> Result<Primary> {
         let (tx, news) = mpsc::channel();
@@ -232,7 +245,9 @@ impl Primary {
             clock,
             config,
             switch,
-            disk,
+            disk: disk.spec,
+            permit: disk.permit,
+            held_writes: Vec::new(),
             link: None,
             links: 0,
             transfer: None,
@@ -307,10 +322,11 @@ impl Primary {
                     }
                     self.report("failing over");
                 }
-                // The shared disk is a file only the live side opens; it has no epochs
-                // to fence yet (README "Not yet": NBD).
+                // Winning after losing the backup: the backup never went live, so no
+                // write of another owner can be in flight; ours follow the permit.
                 PrimaryAction::Fence { .. } => {}
                 PrimaryAction::Halt(why) => {
+                    self.held_writes.clear();
                     self.report("halted");
                     self.halted = Some(format!("{why} (VM {})", self.node.vm));
                 }
@@ -325,6 +341,10 @@ impl Primary {
                 }
             }
         }
+        // A write leaves only under the lease, checked when it is sent (crates/world
+        // nbd.rs: what that guarantees a new owner).
+        let lease = self.core.lease().map(|t| self.clock.instant(t));
+        self.permit.set(lease);
     }
 
     /// An entry, logged at instruction `icount`, went onto the channel (or failed to).
@@ -425,11 +445,10 @@ impl Primary {
             c.generation
         );
         // A backup with its own disk gets the image along with the guest.
-        let path = self
-            .disk
-            .as_deref()
-            .and_then(|d| crate::run::disk_spec(d).ok())
-            .map(|(path, _)| path);
+        let path = match self.disk.as_deref().map(crate::run::disk_spec) {
+            Some(Ok((crate::run::DiskTarget::File(path), _))) => Some(path),
+            _ => None,
+        };
         let image = path.as_deref().filter(|_| c.hello.own_disk);
         match Sender::start(c.stream, c.hello.node.clone(), offer, image, machine) {
             Ok(s) => self.transfer = Some(Box::new(s)),
@@ -643,7 +662,19 @@ impl Journal for Primary {
     }
 
     fn released(&mut self) -> Vec<OutputKind> {
-        std::mem::take(&mut self.ready)
+        let mut out = Vec::new();
+        if !self.held_writes.is_empty() && self.permit.allows() {
+            out = std::mem::take(&mut self.held_writes);
+        }
+        out.append(&mut self.ready);
+        out
+    }
+
+    fn hold(&mut self, out: OutputKind) -> bool {
+        // Sent once a lease or a won generation returns; dropped if this node halts
+        // (the winner carries out the requests whose answers the log never had).
+        self.held_writes.push(out);
+        true
     }
 
     fn next_checkpoint(&self) -> u64 {

@@ -41,6 +41,12 @@ pub trait Journal {
     fn output(&mut self, out: Output) -> Result<()>;
     /// The outputs that may leave now, in the order the guest produced them.
     fn released(&mut self) -> Vec<OutputKind>;
+    /// Keep a released disk write the driver could not send (the node's write permit
+    /// ran out): give it back with [`Journal::released`] once the permit returns.
+    /// False if the journal cannot (the write then fails as an I/O error).
+    fn hold(&mut self, _out: OutputKind) -> bool {
+        false
+    }
     /// The next instruction count at which a state hash is due.
     fn next_checkpoint(&self) -> u64;
     /// Log the state hash at a checkpoint.
