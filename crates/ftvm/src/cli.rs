@@ -43,6 +43,49 @@ pub enum Command {
     /// Simulate a whole cluster (switch, arbiter, nodes, disk, clients) around the real
     /// FT core, seed by seed, injecting faults and checking what clients observe.
     Sim(SimArgs),
+    /// Test hosts on this machine: network namespaces joined pairwise by links that
+    /// can be cut, hosts that die silently (issue 13). Needs root.
+    Hosts(HostsArgs),
+}
+
+#[derive(Args)]
+pub struct HostsArgs {
+    /// The namespaces are PREFIX-HOST.
+    #[arg(long, default_value = "ftvm", value_name = "PREFIX")]
+    pub prefix: String,
+    #[command(subcommand)]
+    pub action: HostsAction,
+}
+
+#[derive(Subcommand)]
+pub enum HostsAction {
+    /// Make the hosts (10.78.0.1, .2, … in the order given), each pair linked;
+    /// replaces a set under the same prefix.
+    Up {
+        #[arg(required = true, value_name = "HOST")]
+        names: Vec<String>,
+    },
+    /// Kill what runs on the hosts and delete them.
+    Down,
+    /// The hosts, their namespaces, addresses and processes.
+    List,
+    /// A silent host death: its links down (no FIN, no RST leaves), then SIGKILL to
+    /// every process on it.
+    Kill { host: String },
+    /// Cut every link of a host; its processes run on.
+    Isolate { host: String },
+    /// Heal every link of a host.
+    Rejoin { host: String },
+    /// Cut the link between two hosts.
+    Cut { a: String, b: String },
+    /// Heal the link between two hosts.
+    Heal { a: String, b: String },
+    /// Run a command on a host.
+    Exec {
+        host: String,
+        #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
 }
 
 /// How guest code runs.

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod driver;
 pub mod ft;
 pub mod guest;
+pub mod hosts;
 pub mod metrics;
 pub mod replica;
 pub mod run;

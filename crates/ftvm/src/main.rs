@@ -1,7 +1,7 @@
 //! `ftvm`: the command-line front end over the `ftvm` library.
 
 use clap::Parser;
-use ftvm::{cli, ft, run, services, sim};
+use ftvm::{cli, ft, hosts, run, services, sim};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         cli::Command::Demo(args) => ft::demo::demo(&args),
         cli::Command::Keys(args) => ft::keys::keys(&args),
         cli::Command::Sim(args) => sim::sim(&args),
+        cli::Command::Hosts(args) => hosts::hosts(&args),
     };
     match result {
         Ok(code) => code,

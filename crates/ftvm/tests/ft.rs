@@ -374,14 +374,7 @@ impl Cluster {
 
     fn state(&self, name: &str) -> (String, String) {
         let s = self.status(name);
-        let field = |k: &str| {
-            s.split(&format!("\"{k}\": \""))
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .unwrap_or_default()
-                .to_string()
-        };
-        (field("role"), field("state"))
+        role_and_state(&s)
     }
 
     fn wait_state(&self, name: &str, role: &str, state: &str, limit: Duration) {

@@ -100,8 +100,9 @@ pub struct Switch {
     /// sender a retransmission timeout (a second for the gateway's TCP).
     orphans: BTreeMap<Mac, Orphan>,
     /// The frames delivered to each VM address in the last [`RECENT`]: when its port
-    /// dies they may be sitting unread in the dead process's socket, so the port that
-    /// claims the address next gets them again (TCP and ARP shrug off duplicates).
+    /// dies, or the address moves to another port, they may be sitting unread in the
+    /// dead process's socket, so the port that claims the address next gets them again
+    /// (TCP and ARP shrug off duplicates).
     recent: BTreeMap<Mac, VecDeque<(Instant, Vec<u8>)>>,
     /// Where sockets are watched for readiness ([`Switch::run_until`]); ports
     /// accepted later join it.
@@ -119,8 +120,11 @@ struct Orphan {
 /// How long frames for an orphaned address are held, and how many.
 const ORPHAN_HOLD: Duration = Duration::from_secs(1);
 const ORPHAN_FRAMES: usize = 256;
-/// How far back frames delivered to a VM address are kept for a re-delivery.
-const RECENT: Duration = Duration::from_millis(100);
+/// How far back frames delivered to a VM address are kept for a re-delivery: a host
+/// that dies silently (no FIN, no RST) keeps its port open here until the backup's
+/// failure detection (`--timeout-ms`, 300 by default) and go-live are over, and every
+/// frame written to it meanwhile is lost with it.
+const RECENT: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Switch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -529,7 +533,21 @@ impl Switch {
             }
             Learned::Moved(old) => {
                 add(&m.macs_moved, 1);
-                tracing::info!(from = old.0, to = from.0, mac = %fmt_mac(&src), "MAC moved");
+                // The old port may be a host that died silently, its socket still
+                // open here: what it was sent lately may never have been read.
+                let now = Instant::now();
+                let recent: Vec<Vec<u8>> = self
+                    .recent
+                    .remove(&src)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(t, _)| now.duration_since(*t) < RECENT)
+                    .map(|(_, f)| f)
+                    .collect();
+                tracing::info!(from = old.0, to = from.0, mac = %fmt_mac(&src), resent = recent.len(), "MAC moved: delivering recent frames again");
+                for f in recent {
+                    self.deliver(from, f);
+                }
             }
             Learned::Refused if src == self.gateway_mac => {
                 // A VM port sending as the gateway.

@@ -265,3 +265,32 @@ fn frames_for_a_vanished_mac_reach_the_port_that_claims_it_next() {
     }
     assert_eq!(backup.try_recv().unwrap(), None);
 }
+
+#[test]
+fn frames_sent_to_a_silently_dead_port_reach_the_port_the_mac_moves_to() {
+    let mut sw = common::switch(&[], Limits::default());
+    let mut p = connect(&mut sw, &["primary", "peer"]);
+    p[0].send(&frame(BCAST, GUEST_MAC, b"primary")).unwrap();
+    recv(&mut sw, &mut p[1]);
+    // The primary's host dies silently: its port stays open here, and the frames
+    // for the guest written to it are never read.
+    let lost = frame(GUEST_MAC, MC, b"written to a dead host");
+    p[1].send(&lost).unwrap();
+    for _ in 0..50 {
+        sw.poll(Instant::now());
+    }
+    assert_eq!(sw.ports().len(), 2, "the dead port is still open");
+    // The backup goes live elsewhere and announces the guest's MAC: it gets them.
+    let mut backup = SwitchPort::connect(sw.local_addr(), "backup").unwrap();
+    poll_until(&mut sw, "the backup's hello", |sw| sw.ports().len() == 3);
+    backup.announce(GUEST_MAC, [10, 0, 2, 15].into()).unwrap();
+    assert_eq!(recv(&mut sw, &mut backup), lost);
+    // And what follows goes to it alone.
+    let next = frame(GUEST_MAC, MC, b"after the move");
+    p[1].send(&next).unwrap();
+    assert_eq!(recv(&mut sw, &mut backup), next);
+    for _ in 0..50 {
+        sw.poll(Instant::now());
+    }
+    assert_eq!(backup.try_recv().unwrap(), None);
+}

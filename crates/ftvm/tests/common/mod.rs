@@ -147,3 +147,16 @@ pub fn free_port() -> u16 {
         }
     }
 }
+
+/// The role and state in a node's status file (`ftvm status` reads the same JSON).
+pub fn role_and_state(status: &str) -> (String, String) {
+    let field = |k: &str| {
+        status
+            .split(&format!("\"{k}\": \""))
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    (field("role"), field("state"))
+}
