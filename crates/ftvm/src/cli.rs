@@ -115,9 +115,14 @@ pub struct NodeArgs {
     /// 127.0.0.1:7702, backup 127.0.0.1:7703].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
-    /// The arbiter.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7701")]
-    pub arbiter: std::net::SocketAddr,
+    /// The arbiter: an `ftvm arbiter` at ADDR, or an etcd cluster
+    /// (`etcd://HOST:PORT[,HOST:PORT...]`, its members' client URLs).
+    #[arg(
+        long,
+        value_name = "ADDR|etcd://HOST:PORT[,...]",
+        default_value = "127.0.0.1:7701"
+    )]
+    pub arbiter: String,
     /// With --insecure-plaintext: a file holding the cluster secret, proved once at
     /// connect time on the logging channel and to the arbiter.
     #[arg(long, value_name = "FILE", requires = "insecure_plaintext")]

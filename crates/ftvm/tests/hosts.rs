@@ -6,6 +6,7 @@
 
 mod common;
 use common::*;
+use ftvm_hosts::etcd::Members;
 use ftvm_hosts::Hosts;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, TcpStream};
@@ -23,6 +24,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 const NAMES: [&str; 4] = ["infra", "p", "b", "client"];
+/// The hosts of an etcd cluster's members, with [`Site::with_etcd`].
+const ETCD: [&str; 3] = ["e1", "e2", "e3"];
 const SWITCH: u16 = 7700;
 const ARBITER: u16 = 7701;
 const NODE: u16 = 7702;
@@ -32,13 +35,29 @@ const FORWARD: u16 = 7777;
 struct Site {
     hosts: Hosts,
     dir: PathBuf,
+    /// The etcd cluster that is the arbiter, if not the embedded one.
+    etcd: Option<Members>,
     procs: Vec<(String, Child)>,
 }
 
 impl Site {
     fn new(tag: &str) -> Site {
+        Site::make(tag, false)
+    }
+
+    /// A site whose arbiter is an etcd cluster of three members on hosts of their own.
+    fn with_etcd(tag: &str) -> Site {
+        Site::make(tag, true)
+    }
+
+    fn make(tag: &str, etcd: bool) -> Site {
         let prefix = format!("{tag}{}", std::process::id() % 100_000);
-        let hosts = Hosts::create(&prefix, &NAMES).expect("making the hosts (needs root)");
+        let names: Vec<&str> = NAMES
+            .iter()
+            .chain(if etcd { &ETCD[..] } else { &[] })
+            .copied()
+            .collect();
+        let hosts = Hosts::create(&prefix, &names).expect("making the hosts (needs root)");
         let dir = scratch(&format!("hosts-{tag}"));
         let keys = dir.join("keys");
         let _ = std::fs::remove_dir_all(&keys);
@@ -54,9 +73,11 @@ impl Site {
             let made = ftvm(args);
             assert!(made.status.success(), "{made:?}");
         }
+        let etcd = etcd.then(|| Members::start(&hosts, &ETCD, &dir.join("etcd")).unwrap());
         let mut s = Site {
             hosts,
             dir,
+            etcd,
             procs: Vec::new(),
         };
         let infra = s.addr("infra");
@@ -151,7 +172,10 @@ impl Site {
             "--listen".into(),
             format!("{}:{NODE}", self.addr(name)),
             "--arbiter".into(),
-            format!("{infra}:{ARBITER}"),
+            match &self.etcd {
+                Some(e) => e.url(),
+                None => format!("{infra}:{ARBITER}"),
+            },
             "--run-dir".into(),
             self.dir.join("run").display().to_string(),
             "--tls".into(),
@@ -500,4 +524,43 @@ fn a_primary_cut_off_from_everything_never_serves_again() {
     client.wait_replies(10, Duration::from_secs(30), &site);
     client.finish(&site);
     assert!(site.log("p").contains("halts"), "{}", site.log("p"));
+}
+
+#[test]
+fn a_pair_on_etcd_fails_over_with_a_member_down_and_never_without_a_majority() {
+    let _one = serial();
+    let mut site = Site::with_etcd("he");
+    let client = site.pair();
+    client.wait_replies(20, Duration::from_secs(30), &site);
+    // One etcd member's host dies silently, then the primary's: two members decide.
+    site.hosts.kill("e3").unwrap();
+    site.hosts.kill("p").unwrap();
+    site.wait_state("b", "primary", "unprotected", Duration::from_secs(30));
+    client.wait_replies(20, Duration::from_secs(30), &site);
+    site.hosts.rejoin("p").unwrap();
+    site.backup("p", "b");
+    site.wait_state("b", "primary", "protected", Duration::from_secs(90));
+    client.wait_replies(20, Duration::from_secs(30), &site);
+    // A second member goes: no majority. The primary's host dies too; its backup
+    // must not go live while etcd cannot decide, and the client hears nothing.
+    site.hosts.kill("e2").unwrap();
+    site.hosts.kill("b").unwrap();
+    let before = client.count();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        site.state("p").0,
+        "backup",
+        "live without a decision\n{}",
+        site.logs()
+    );
+    assert!(
+        client.count() <= before + 1,
+        "served without a live primary"
+    );
+    // The member returns: the backup wins and the same connection goes on.
+    site.hosts.rejoin("e2").unwrap();
+    site.etcd.as_mut().unwrap().restart("e2").unwrap();
+    site.wait_state("p", "primary", "unprotected", Duration::from_secs(30));
+    client.wait_replies(20, Duration::from_secs(30), &site);
+    client.finish(&site);
 }

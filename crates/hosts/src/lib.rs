@@ -12,6 +12,8 @@
 //! Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) and iproute2. `ftvm hosts` is the same
 //! from a shell.
 
+pub mod etcd;
+
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;

@@ -14,6 +14,8 @@ pub mod channel;
 pub mod console;
 pub mod disk;
 pub mod entropy;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod hostclock;
 pub mod keys;
 pub mod nbd;

@@ -591,7 +591,7 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
     replay.keep_outputs = true;
     let mut queue: VecDeque<(Entry, Instant)> = VecDeque::new();
     let mut replayed = Replayed::default();
-    let mut asker = Asker::new(node.arbiter());
+    let mut asker = Asker::new(node.arbiter()?);
     let mut todo: VecDeque<BackupAction<OutputKind>> = VecDeque::new();
     let (mut entries, mut caught_up, mut lost_at) = (0u64, false, None);
     let mut lost = String::new();

@@ -118,7 +118,7 @@ pub struct Node {
     /// The logging channel's protection.
     pub security: Security,
     /// The arbiter.
-    pub arbiter: SocketAddr,
+    pub arbiter: ArbiterAt,
     /// Where this node accepts a backup (when it is the primary).
     pub listen: SocketAddr,
     /// Silence on the logging channel after which the peer is presumed dead.
@@ -187,7 +187,7 @@ impl Node {
             vm: a.vm.clone(),
             name,
             security,
-            arbiter: a.arbiter,
+            arbiter: ArbiterAt::parse(&a.arbiter)?,
             listen,
             timeout: Duration::from_millis(a.timeout_ms),
             max_lag: Duration::from_millis(a.max_lag_ms),
@@ -212,7 +212,7 @@ impl Node {
     /// this VM and past `ours`.
     pub fn next_generation(&self, ours: u64) -> Result<u64> {
         // The arbiter's error already names its cause; no chain to repeat it.
-        let arbiter = self.remote_arbiter(Duration::from_secs(2));
+        let arbiter = self.remote_arbiter(Duration::from_secs(2))?;
         let decided = arbiter
             .current(&self.vm)
             .map_err(|e| anyhow::anyhow!("cannot reach the arbiter at {}: {e}", self.arbiter))?
@@ -222,19 +222,60 @@ impl Node {
 
     /// The arbiter as the FT adapters ask it: one connection per question, with a
     /// timeout of at least half a second.
-    pub fn arbiter(&self) -> Arc<dyn Arbiter> {
-        let timeout = self.timeout.max(Duration::from_millis(500));
-        Arc::new(self.remote_arbiter(timeout))
+    pub fn arbiter(&self) -> Result<Arc<dyn Arbiter>> {
+        self.remote_arbiter(self.timeout.max(Duration::from_millis(500)))
     }
 
-    /// The arbiter over TLS with this node's certificate, or with the cluster secret.
-    fn remote_arbiter(&self, timeout: Duration) -> RemoteArbiter {
-        match &self.security {
+    /// The embedded arbiter over TLS with this node's certificate or with the cluster
+    /// secret, or an etcd cluster.
+    fn remote_arbiter(&self, timeout: Duration) -> Result<Arc<dyn Arbiter>> {
+        let addr = match &self.arbiter {
+            ArbiterAt::Etcd(endpoints) => {
+                let etcd = ftvm_world::etcd::EtcdArbiter::new(endpoints.clone(), timeout)
+                    .context("cannot start the etcd client")?;
+                return Ok(Arc::new(etcd));
+            }
+            ArbiterAt::Embedded(addr) => *addr,
+        };
+        Ok(Arc::new(match &self.security {
             Security::Tls(c) => {
                 let (creds, name) = &c.arbiter;
-                RemoteArbiter::tls(self.arbiter, creds.clone(), name, timeout)
+                RemoteArbiter::tls(addr, creds.clone(), name, timeout)
             }
-            Security::Plaintext { secret } => RemoteArbiter::new(self.arbiter, secret, timeout),
+            Security::Plaintext { secret } => RemoteArbiter::new(addr, secret, timeout),
+        }))
+    }
+}
+
+/// Where a node's arbiter is (`--arbiter`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArbiterAt {
+    /// An `ftvm arbiter`.
+    Embedded(SocketAddr),
+    /// The members of an etcd cluster (`HOST:PORT`).
+    Etcd(Vec<String>),
+}
+
+impl ArbiterAt {
+    /// Parse `ADDR` or `etcd://HOST:PORT[,HOST:PORT...]`.
+    pub fn parse(s: &str) -> Result<ArbiterAt> {
+        if s.starts_with("etcd://") {
+            let endpoints =
+                ftvm_world::etcd::parse_url(s).map_err(|e| anyhow::anyhow!("--arbiter {e}"))?;
+            return Ok(ArbiterAt::Etcd(endpoints));
+        }
+        let addr = s.parse().map_err(|_| {
+            anyhow::anyhow!("--arbiter '{s}': expected IP:PORT or etcd://HOST:PORT[,HOST:PORT...]")
+        })?;
+        Ok(ArbiterAt::Embedded(addr))
+    }
+}
+
+impl std::fmt::Display for ArbiterAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ArbiterAt::Embedded(a) => write!(f, "{a}"),
+            ArbiterAt::Etcd(e) => write!(f, "etcd://{}", e.join(",")),
         }
     }
 }

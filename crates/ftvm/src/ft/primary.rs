@@ -238,7 +238,7 @@ impl Primary {
                 }
             })?;
         let status = StatusFile::new(&node);
-        let asker = Asker::new(node.arbiter());
+        let asker = Asker::new(node.arbiter()?);
         let mut p = Primary {
             node,
             core,
