@@ -173,6 +173,10 @@ pub struct PrimaryArgs {
     /// The `ftvm switch` the guest's NIC plugs into.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7700")]
     pub switch: std::net::SocketAddr,
+    /// Put the guest's NIC on this host's TAP device IFNAME instead (bridged to the
+    /// LAN); every node of the pair then needs `--tap` for its own host.
+    #[arg(long, value_name = "IFNAME")]
+    pub tap: Option<String>,
     /// The guest's virtio-blk disk, shared by the pair: a raw image `PATH[,readonly]` on
     /// storage the backup's host sees at the same path, or an NBD export
     /// `nbd://HOST:PORT/EXPORT[,readonly]` (qemu-nbd needs --shared=2 or more, so a new
@@ -197,8 +201,12 @@ pub struct BackupArgs {
     )]
     pub primary: Vec<std::net::SocketAddr>,
     /// The switch to plug into when going live [default: the primary's].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", conflicts_with = "tap")]
     pub switch: Option<std::net::SocketAddr>,
+    /// When going live, put the guest's NIC on this host's TAP device IFNAME (for a
+    /// primary started with `--tap`); a gratuitous ARP moves the guest's MAC there.
+    #[arg(long, value_name = "IFNAME")]
+    pub tap: Option<String>,
     /// Where this host sees the pair's shared disk image [default: the primary's path;
     /// an NBD disk is reached at the primary's URL].
     #[arg(long, value_name = "PATH")]
@@ -416,12 +424,13 @@ pub struct DeviceArgs {
     /// Network: `none`; `user[,hostfwd=tcp:[HOSTADDR]:HOSTPORT-:GUESTPORT]...` for
     /// user-mode networking inside this process (guest 10.0.2.15/24, gateway
     /// 10.0.2.2); or `switch=ADDR` to plug the NIC into an `ftvm switch` process
-    /// (`switch=ADDR,tls=DIR,name=NODE` over TLS with NODE's certificate in DIR).
+    /// (`switch=ADDR,tls=DIR,name=NODE` over TLS with NODE's certificate in DIR); or
+    /// `tap=IFNAME` for a TAP device of this host (bridge it to a LAN).
     /// Default: `user` for the default guest, `none` otherwise. A network makes the run
     /// live: guest time follows host time.
     #[arg(
         long,
-        value_name = "none|user[,hostfwd=...]|switch=ADDR[,tls=DIR,name=NODE]"
+        value_name = "none|user[,hostfwd=...]|switch=ADDR[,tls=DIR,name=NODE]|tap=IFNAME"
     )]
     pub net: Option<String>,
     /// Console input: `stdin` sends host stdin to the guest's serial port (a terminal

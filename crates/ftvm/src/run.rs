@@ -166,7 +166,17 @@ pub fn devices(
                 HostEntropy::open().context("cannot open /dev/urandom")?,
             ));
         }
-        _ => bail!("--net must be 'none', 'user[,hostfwd=...]' or 'switch=ADDR[,tls=DIR,name=NODE]', not '{net}'"),
+        Some(s) if s.starts_with("tap=") && parts.clone().next().is_none() => {
+            let tap = ftvm_world::tap::Tap::open(&s["tap=".len()..])?;
+            eprintln!("ftvm: NIC on the TAP device {}", tap.name());
+            cfg.net = Some(GUEST_MAC);
+            cfg.rng = true;
+            backends.net = Some(Box::new(tap));
+            backends.entropy = Some(Box::new(
+                HostEntropy::open().context("cannot open /dev/urandom")?,
+            ));
+        }
+        _ => bail!("--net must be 'none', 'user[,hostfwd=...]', 'switch=ADDR[,tls=DIR,name=NODE]' or 'tap=IFNAME', not '{net}'"),
     }
     let console = match d.console {
         ConsoleMode::Auto => std::io::stdin().is_terminal(),

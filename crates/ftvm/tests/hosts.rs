@@ -37,20 +37,29 @@ struct Site {
     dir: PathBuf,
     /// The etcd cluster that is the arbiter, if not the embedded one.
     etcd: Option<Members>,
+    /// The guest's LAN is a bridge with a TAP device on each node's host.
+    tap: bool,
     procs: Vec<(String, Child)>,
 }
 
 impl Site {
     fn new(tag: &str) -> Site {
-        Site::make(tag, false)
+        Site::make(tag, false, false)
+    }
+
+    /// A site whose guest LAN is a Linux bridge (on `infra`): the nodes put the guest's
+    /// NIC on a TAP device of their own host, bridged to it, and the client on it
+    /// talks to the guest's address directly.
+    fn with_tap(tag: &str) -> Site {
+        Site::make(tag, false, true)
     }
 
     /// A site whose arbiter is an etcd cluster of three members on hosts of their own.
     fn with_etcd(tag: &str) -> Site {
-        Site::make(tag, true)
+        Site::make(tag, true, false)
     }
 
-    fn make(tag: &str, etcd: bool) -> Site {
+    fn make(tag: &str, etcd: bool, tap: bool) -> Site {
         let prefix = format!("{tag}{}", std::process::id() % 100_000);
         let names: Vec<&str> = NAMES
             .iter()
@@ -74,10 +83,19 @@ impl Site {
             assert!(made.status.success(), "{made:?}");
         }
         let etcd = etcd.then(|| Members::start(&hosts, &ETCD, &dir.join("etcd")).unwrap());
+        if tap {
+            for node in ["p", "b"] {
+                hosts.lan("infra", node, None, true).unwrap();
+            }
+            hosts
+                .lan("infra", "client", Some("10.0.2.100/24"), false)
+                .unwrap();
+        }
         let mut s = Site {
             hosts,
             dir,
             etcd,
+            tap,
             procs: Vec::new(),
         };
         let infra = s.addr("infra");
@@ -196,10 +214,13 @@ impl Site {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        a.extend([
-            "--switch".into(),
-            format!("{}:{SWITCH}", self.addr("infra")),
-        ]);
+        match self.tap {
+            true => a.extend(["--tap".into(), "tap0".into()]),
+            false => a.extend([
+                "--switch".into(),
+                format!("{}:{SWITCH}", self.addr("infra")),
+            ]),
+        }
         a.extend(self.node_args(name));
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         self.spawn(name, name, &a);
@@ -212,6 +233,9 @@ impl Site {
             "--primary".into(),
             format!("{}:{NODE}", self.addr(of)),
         ];
+        if self.tap {
+            a.extend(["--tap".into(), "tap0".into()]);
+        }
         a.extend(self.node_args(name));
         let a: Vec<&str> = a.iter().map(String::as_str).collect();
         self.spawn(name, name, &a);
@@ -300,7 +324,10 @@ struct Client {
 impl Client {
     fn start(site: &Site) -> Client {
         let hosts = site.hosts.share();
-        let to = (site.addr("infra"), FORWARD);
+        let to = match site.tap {
+            true => (Ipv4Addr::new(10, 0, 2, 15), 7777),
+            false => (site.addr("infra"), FORWARD),
+        };
         let replies = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (r, s) = (replies.clone(), stop.clone());
@@ -412,9 +439,13 @@ fn outage(replies: &[(Instant, u64)], t: Instant) -> Duration {
 #[test]
 fn silent_deaths_of_the_primarys_host_fail_over_and_lose_nothing() {
     let _one = serial();
-    // scripts/bench-hosts runs it with either arbiter.
-    let mut site = match std::env::var("FTVM_HOST_ARBITER").as_deref() {
-        Ok("etcd") => Site::with_etcd("hd"),
+    // scripts/bench-hosts runs it with either arbiter, and on either LAN.
+    let mut site = match (
+        std::env::var("FTVM_HOST_ARBITER").as_deref(),
+        std::env::var("FTVM_HOST_LAN").as_deref(),
+    ) {
+        (Ok("etcd"), _) => Site::with_etcd("hd"),
+        (_, Ok("tap")) => Site::with_tap("hd"),
         _ => Site::new("hd"),
     };
     let client = site.pair();
@@ -567,4 +598,30 @@ fn a_pair_on_etcd_fails_over_with_a_member_down_and_never_without_a_majority() {
     site.wait_state("p", "primary", "unprotected", Duration::from_secs(30));
     client.wait_replies(20, Duration::from_secs(30), &site);
     client.finish(&site);
+}
+
+#[test]
+fn a_guest_on_a_bridged_tap_device_keeps_its_client_across_silent_host_deaths() {
+    let _one = serial();
+    let mut site = Site::with_tap("ht");
+    let client = site.pair();
+    client.wait_replies(20, Duration::from_secs(30), &site);
+    // The primary's host dies silently; the backup's gratuitous ARP moves the guest's
+    // MAC to its own port in the LAN bridge, and the client's connection goes on.
+    site.hosts.kill("p").unwrap();
+    site.wait_state("b", "primary", "unprotected", Duration::from_secs(30));
+    client.wait_replies(20, Duration::from_secs(30), &site);
+    // And back: p rejoins as the backup, then b's host dies.
+    site.hosts.rejoin("p").unwrap();
+    site.backup("p", "b");
+    site.wait_state("b", "primary", "protected", Duration::from_secs(90));
+    site.hosts.kill("b").unwrap();
+    site.wait_state("p", "primary", "unprotected", Duration::from_secs(30));
+    client.wait_replies(20, Duration::from_secs(30), &site);
+    client.finish(&site);
+    assert!(
+        site.log("p").contains("TAP device tap0"),
+        "{}",
+        site.log("p")
+    );
 }

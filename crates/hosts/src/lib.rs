@@ -239,10 +239,13 @@ impl Hosts {
         self.link(a, b, true)
     }
 
-    /// Cut every link of `host`; its processes run on.
+    /// Cut every link of `host` (its LAN port too); its processes run on.
     pub fn isolate(&self, host: &str) -> io::Result<()> {
         for other in self.names.iter().filter(|n| *n != host) {
             self.cut(host, other)?;
+        }
+        if self.on_lan(host) {
+            ip(&["-n", &self.ns(host), "link", "set", LAN, "down"])?;
         }
         Ok(())
     }
@@ -252,7 +255,48 @@ impl Hosts {
         for other in self.names.iter().filter(|n| *n != host) {
             self.heal(host, other)?;
         }
+        if self.on_lan(host) {
+            ip(&["-n", &self.ns(host), "link", "set", LAN, "up"])?;
+        }
         Ok(())
+    }
+
+    fn on_lan(&self, host: &str) -> bool {
+        Command::new("ip")
+            .args(["-n", &self.ns(host), "link", "show", LAN])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Plug `host` into a LAN: a Linux bridge `lan` on `hub` (made on first use) and,
+    /// on `host`, the device `lan` with the address `addr` (e.g. "10.0.2.100/24") — or,
+    /// with `tap`, a bridge `br0` holding `lan` and a TAP device `tap0` for a guest's
+    /// NIC (`--tap tap0`). The link goes down with [`Hosts::isolate`] and
+    /// [`Hosts::kill`].
+    pub fn lan(&self, hub: &str, host: &str, addr: Option<&str>, tap: bool) -> io::Result<()> {
+        let (nh, nx) = (self.ns(hub), self.ns(host));
+        if ip(&["-n", &nh, "link", "show", LAN]).is_err() {
+            ip(&["-n", &nh, "link", "add", LAN, "type", "bridge"])?;
+            ip(&["-n", &nh, "link", "set", LAN, "up"])?;
+        }
+        let port = format!("lan-{host}");
+        ip(&[
+            "link", "add", LAN, "netns", &nx, "type", "veth", "peer", "name", &port, "netns", &nh,
+        ])?;
+        ip(&["-n", &nh, "link", "set", &port, "master", LAN, "up"])?;
+        if tap {
+            ip(&["-n", &nx, "link", "add", "br0", "type", "bridge"])?;
+            ip(&["-n", &nx, "link", "set", LAN, "master", "br0"])?;
+            ip(&["-n", &nx, "tuntap", "add", "dev", "tap0", "mode", "tap"])?;
+            ip(&["-n", &nx, "link", "set", "tap0", "master", "br0", "up"])?;
+            ip(&["-n", &nx, "link", "set", "br0", "up"])?;
+        }
+        if let Some(a) = addr {
+            ip(&["-n", &nx, "addr", "add", a, "dev", LAN])?;
+        }
+        ip(&["-n", &nx, "link", "set", LAN, "up"])
     }
 
     /// The processes running on `host`.
@@ -299,6 +343,9 @@ impl Drop for Hosts {
         }
     }
 }
+
+/// A host's LAN device ([`Hosts::lan`]).
+const LAN: &str = "lan";
 
 /// Where each set's host names are kept, in order, for [`Hosts::find`].
 const ROSTERS: &str = "/run/ftvm-hosts";

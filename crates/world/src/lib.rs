@@ -21,6 +21,7 @@ pub mod keys;
 pub mod nbd;
 pub mod net;
 pub mod slots;
+pub mod tap;
 pub mod tls;
 
 pub use arbiter::{Arbiter, ArbiterFailure, Decision};

@@ -406,7 +406,8 @@ fn event_of(entry: &Entry) -> Option<Event> {
 struct World {
     backends: Backends,
     listener: TcpListener,
-    switch: SocketAddr,
+    /// The guest's LAN as offered to the next backup: the switch, or [`super::TAP_LAN`].
+    switch: String,
     /// What the new primary's disk writes need (shared with the disk itself).
     permit: WritePermit,
 }
@@ -417,12 +418,19 @@ fn world(
     offer: &Offer,
     own: &mut Option<DiskImage>,
 ) -> Result<World> {
-    let switch: SocketAddr = match args.switch {
-        Some(s) => s,
-        None => offer
-            .switch
-            .parse()
-            .context("the primary's switch address cannot be parsed")?,
+    // The guest's LAN: this host's TAP device, or the switch.
+    let switch: Option<SocketAddr> = match (&args.tap, args.switch) {
+        (Some(_), _) => None,
+        (None, Some(s)) => Some(s),
+        (None, None) if offer.switch == super::TAP_LAN => bail!(
+            "the primary's guest is on a TAP device: give this backup --tap IFNAME (its own host's)"
+        ),
+        (None, None) => Some(
+            offer
+                .switch
+                .parse()
+                .context("the primary's switch address cannot be parsed")?,
+        ),
     };
     // The shared disk, where this host sees it (our own copy is current already).
     let permit = WritePermit::default();
@@ -448,14 +456,27 @@ fn world(
     // Bound only now: until it is live, a spare knocking here is refused at once.
     let listener = TcpListener::bind(node.listen)
         .with_context(|| format!("cannot listen for a backup on {}", node.listen))?;
-    // The error names the switch and the cause.
-    let port = match node.security.switch() {
-        Some(creds) => ftvm_switch::SwitchPort::connect_tls(switch, &node.name, creds),
-        None => ftvm_switch::SwitchPort::connect(switch, &node.name),
+    let net: Box<dyn Net> = match (switch, &args.tap) {
+        (Some(switch), _) => {
+            // The error names the switch and the cause.
+            let port = match node.security.switch() {
+                Some(creds) => ftvm_switch::SwitchPort::connect_tls(switch, &node.name, creds),
+                None => ftvm_switch::SwitchPort::connect(switch, &node.name),
+            };
+            let mut port = port.map_err(|e| anyhow::anyhow!("{e}"))?;
+            port.announce(GUEST_MAC, GUEST_IP).map_err(|e| {
+                anyhow::anyhow!("cannot announce the guest's MAC to the switch: {e}")
+            })?;
+            Box::new(port)
+        }
+        (None, Some(tap)) => {
+            let mut tap = ftvm_world::tap::Tap::open(tap)?;
+            // The bridge learns the guest's MAC on this host's port from it.
+            tap.send(&ftvm_switch::gratuitous_arp(GUEST_MAC, GUEST_IP));
+            Box::new(tap)
+        }
+        (None, None) => unreachable!("a LAN was chosen above"),
     };
-    let mut port = port.map_err(|e| anyhow::anyhow!("{e}"))?;
-    port.announce(GUEST_MAC, GUEST_IP)
-        .map_err(|e| anyhow::anyhow!("cannot announce the guest's MAC to the switch: {e}"))?;
     let disk = match offer.disk {
         None => None,
         Some(_) => shared.or_else(|| own.take().map(|d| Box::new(d) as Box<dyn ftvm_world::Disk>)),
@@ -463,12 +484,12 @@ fn world(
     Ok(World {
         backends: Backends {
             disk,
-            net: Some(Box::new(port)),
+            net: Some(net),
             entropy: Some(Box::new(entropy)),
             console: None,
         },
         listener,
-        switch,
+        switch: switch.map_or_else(|| super::TAP_LAN.to_string(), |s| s.to_string()),
         permit,
     })
 }
@@ -834,7 +855,7 @@ fn go_live(
         plan.generation,
         world.listener,
         offer.config.clone(),
-        world.switch.to_string(),
+        world.switch.clone(),
         PairDisk {
             spec: offer.disk.clone(),
             permit: world.permit,

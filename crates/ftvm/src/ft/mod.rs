@@ -247,6 +247,10 @@ impl Node {
     }
 }
 
+/// What an offer names as the guest's LAN when the primary's NIC is on a TAP device
+/// (otherwise the switch's address): each node brings its own host's device.
+pub const TAP_LAN: &str = "tap";
+
 /// Where a node's arbiter is (`--arbiter`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArbiterAt {
@@ -434,9 +438,13 @@ pub fn primary(args: &PrimaryArgs) -> Result<ExitCode> {
             );
         }
     }
+    let (net, lan) = match &args.tap {
+        Some(tap) => (format!("tap={tap}"), TAP_LAN.to_string()),
+        None => (format!("switch={}", args.switch), args.switch.to_string()),
+    };
     let devices = DeviceArgs {
         disk: args.disk.clone(),
-        net: Some(format!("switch={}", args.switch)),
+        net: Some(net),
         console: crate::cli::ConsoleMode::None,
     };
     let permit = ftvm_world::disk::WritePermit::default();
@@ -451,7 +459,7 @@ pub fn primary(args: &PrimaryArgs) -> Result<ExitCode> {
         node,
         listener,
         encode_config(&cfg),
-        args.switch.to_string(),
+        lan,
         primary::PairDisk {
             spec: args.disk.clone(),
             permit,
