@@ -258,8 +258,13 @@ pub struct DemoArgs {
     #[arg(long, value_name = "IMAGE")]
     pub disk: Option<PathBuf>,
     /// Each backup keeps its own copy of the disk instead of sharing the primary's.
-    #[arg(long, requires = "disk")]
+    #[arg(long, requires = "disk", conflicts_with = "hosts")]
     pub own_disk: bool,
+    /// Every part on a host of its own (network namespaces; needs root): the nodes'
+    /// guest NIC on bridged TAP devices, etcd (three members) as the arbiter, the disk
+    /// on an NBD server, the client on the LAN; a kill is a silent host death.
+    #[arg(long, conflicts_with = "base_port")]
+    pub hosts: bool,
     #[command(flatten)]
     pub machine: MachineArgs,
     #[command(flatten)]

@@ -92,6 +92,26 @@ fn a_new_backup_made_after_a_failover_is_promoted_in_a_second_failover() {
 }
 
 #[test]
+fn the_demo_on_hosts_of_their_own_survives_silent_host_deaths() {
+    let _one = serial();
+    // TAP on a bridge, etcd as the arbiter, the counter's disk on qemu-nbd (issue 13).
+    let (ok, out) = demo(&[
+        "--hosts",
+        "--failovers",
+        "2",
+        "--before",
+        "1",
+        "--after",
+        "1",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("silently"), "{out}");
+    assert_eq!(summary_value(&out, "failovers"), "2");
+    assert_eq!(summary_value(&out, "increments lost"), "0");
+    assert_eq!(summary_value(&out, "connection"), "survived");
+}
+
+#[test]
 fn killing_the_backup_leaves_the_primary_live_after_it_wins_the_arbiter() {
     let _one = serial();
     let (ok, out) = demo(&["--kill-backup", "--before", "1", "--after", "1"]);

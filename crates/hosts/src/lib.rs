@@ -19,6 +19,11 @@ use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
 
+/// Whether this process may make hosts (it runs as root).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
 /// The most hosts a set may have.
 pub const MAX_HOSTS: usize = 32;
 

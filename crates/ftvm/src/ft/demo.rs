@@ -3,11 +3,14 @@
 //! that keeps incrementing the guest's counter over one TCP connection, kills the
 //! primary with SIGKILL mid-stream, and checks that the backup took over without
 //! losing an acknowledged increment, that the connection lived, and that the spare
-//! became the new backup. Exit status 1 if anything was lost.
+//! became the new backup. Exit status 1 if anything was lost. With `--hosts` every part
+//! runs on a host of its own ([`DemoHosts`]) and a kill is a silent host death.
 
 use super::status::Status;
 use crate::cli::DemoArgs;
 use anyhow::{bail, Context, Result};
+use ftvm_hosts::etcd::Members;
+use ftvm_hosts::Hosts;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -17,6 +20,84 @@ use std::time::{Duration, Instant};
 /// Node slots: a primary, a backup and a spare; a killed node's slot is refilled by a
 /// fresh spare (a repaired host).
 const SLOTS: [&str; 3] = ["A", "B", "C"];
+
+/// Where a node listens on its host (with `--hosts`).
+const NODE_PORT: u16 = 7702;
+/// The NBD server's port on the storage host.
+const NBD_PORT: u16 = 10809;
+/// The guest's address on the LAN (guest/linux/init/net.c, the Debian image's too).
+const GUEST_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 2, 15);
+
+/// `--hosts`: every part on a host of its own (crates/hosts) — nodes a, b, c whose
+/// guest NIC is a TAP device bridged to a LAN on `infra`, an etcd cluster on e1–e3 as
+/// the arbiter, the disk behind qemu-nbd on `storage`, the client on the LAN.
+struct DemoHosts {
+    hosts: Hosts,
+    etcd: Members,
+    nbd: std::cell::RefCell<Option<Proc>>,
+}
+
+impl DemoHosts {
+    fn start(dir: &Path, t0: Instant) -> Result<DemoHosts> {
+        if !ftvm_hosts::is_root() {
+            bail!("--hosts makes network namespaces: run it as root");
+        }
+        let prefix = format!("demo{}", std::process::id() % 100_000);
+        let names = [
+            "infra", "a", "b", "c", "storage", "e1", "e2", "e3", "client",
+        ];
+        let hosts = Hosts::create(&prefix, &names).context("cannot make the demo's hosts")?;
+        for node in ["a", "b", "c"] {
+            hosts.lan("infra", node, None, true)?;
+        }
+        hosts.lan("infra", "client", Some("10.0.2.100/24"), false)?;
+        let etcd = Members::start(&hosts, &["e1", "e2", "e3"], &dir.join("etcd"))?;
+        println!(
+            "{:>7.3}s [demo] hosts up ({}); etcd on e1-e3: {}",
+            t0.elapsed().as_secs_f64(),
+            names.join(", "),
+            etcd.url()
+        );
+        Ok(DemoHosts {
+            hosts,
+            etcd,
+            nbd: Default::default(),
+        })
+    }
+
+    /// Serve `image` from the storage host; returns the nodes' `--disk`.
+    fn serve_disk(&self, image: &Path) -> Result<String> {
+        let ip = self.hosts.addr("storage");
+        let child = self
+            .hosts
+            .command("storage", "qemu-nbd")
+            .args(["-f", "raw", "-x", "disk", "-b", &ip.to_string()])
+            .args(["-p", &NBD_PORT.to_string(), "-t", "--shared=8"])
+            .arg(image)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot run qemu-nbd (scripts/install-deps installs qemu-utils)")?;
+        let pid = child.id();
+        *self.nbd.borrow_mut() = Some(Proc { child });
+        // It listens within moments; a node that connects too early says so and exits,
+        // so wait here.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let hex = format!(":{NBD_PORT:04X} ");
+        while Instant::now() < deadline {
+            let tcp = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+            if tcp
+                .lines()
+                .any(|l| l.contains(&hex) && l.split_whitespace().nth(3) == Some("0A"))
+            {
+                return Ok(format!("nbd://{ip}:{NBD_PORT}/disk"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("qemu-nbd did not start listening on the storage host")
+    }
+}
 
 /// A child process, killed when dropped.
 struct Proc {
@@ -55,10 +136,21 @@ fn free_port(taken: &mut Vec<u16>) -> Result<u16> {
 
 /// Start `ftvm ARGS`, its stderr copied to `DIR/NAME.log` and its `ftvm:` lines shown
 /// with the name in front; stdout (the guest console, for nodes) to `DIR/NAME.out`.
-fn spawn(dir: &Path, name: &str, args: &[String], t0: Instant) -> Result<Proc> {
+/// With `hosts`, it runs on the host named like it (lowercase).
+fn spawn(
+    dir: &Path,
+    name: &str,
+    args: &[String],
+    t0: Instant,
+    hosts: Option<&Hosts>,
+) -> Result<Proc> {
     let exe = std::env::current_exe().context("cannot find the ftvm executable")?;
     let out = std::fs::File::create(dir.join(format!("{name}.out")))?;
-    let mut child = Command::new(exe)
+    let mut cmd = match hosts {
+        Some(h) => h.command(&name.to_lowercase(), &exe.display().to_string()),
+        None => Command::new(exe),
+    };
+    let mut child = cmd
         .args(args)
         .stdin(Stdio::null())
         .stdout(out)
@@ -66,7 +158,11 @@ fn spawn(dir: &Path, name: &str, args: &[String], t0: Instant) -> Result<Proc> {
         .spawn()
         .with_context(|| format!("cannot start {name}"))?;
     let err = child.stderr.take().expect("piped");
-    let mut log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+    // Appended: a slot refilled by a spare keeps its earlier life's log.
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))?;
     let tag = name.to_string();
     std::thread::spawn(move || {
         for line in BufReader::new(err).lines().map_while(|l| l.ok()) {
@@ -133,6 +229,20 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
     let (sw, arb, fwd) = (port(0)?, port(1)?, port(2)?);
     let node_ports = [port(3)?, port(4)?, port(5)?];
     let addr = |p: u16| format!("127.0.0.1:{p}");
+    let site = match args.hosts {
+        true => Some(DemoHosts::start(&dir, t0)?),
+        false => None,
+    };
+    let hosts = site.as_ref().map(|s| &s.hosts);
+    // Where each slot's node listens, and where the arbiter is.
+    let node_addr = |slot: usize| match hosts {
+        Some(h) => format!("{}:{NODE_PORT}", h.addr(&SLOTS[slot].to_lowercase())),
+        None => addr(node_ports[slot]),
+    };
+    let arbiter = match &site {
+        Some(s) => s.etcd.url(),
+        None => addr(arb),
+    };
 
     // The guest's boot files, built once here (the nodes get the paths).
     let (kernel, initrd) = match &args.machine.kernel {
@@ -158,44 +268,62 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
                 .with_context(|| format!("cannot write {} to disk", copy.display()))?;
             Some(copy)
         }
+        // On hosts, the counter keeps its value on a disk (over NBD) as well.
+        None if args.hosts && load.name() == "counter" => {
+            let img = dir.join("disk.img");
+            std::fs::write(&img, vec![0u8; 1 << 20])
+                .with_context(|| format!("cannot create {}", img.display()))?;
+            Some(img)
+        }
         None => None,
     };
-    println!(
-        "ftvm demo: switch, arbiter and three node slots on 127.0.0.1; {} client on port {fwd}; files in {}",
-        load.name(),
-        dir.display()
-    );
+    match &site {
+        Some(_) => println!(
+            "ftvm demo: on hosts of their own (network namespaces): nodes A, B, C with the guest's NIC on a bridged TAP device, an etcd cluster on e1-e3, the disk on an NBD server on storage, a {} client on the LAN; files in {}",
+            load.name(),
+            dir.display()
+        ),
+        None => println!(
+            "ftvm demo: switch, arbiter and three node slots on 127.0.0.1; {} client on port {fwd}; files in {}",
+            load.name(),
+            dir.display()
+        ),
+    }
     let mut procs: Vec<Proc> = Vec::new();
-    procs.push(spawn(
-        &dir,
-        "switch",
-        &[
-            "switch".into(),
-            "--listen".into(),
-            addr(sw),
-            "--hostfwd".into(),
-            format!("tcp:127.0.0.1:{fwd}-:{}", load.guest_port()),
-            "--tls".into(),
-            keys.display().to_string(),
-            "--vm".into(),
-            format!("demo={}", ftvm_switch::fmt_mac(&crate::run::GUEST_MAC)),
-        ],
-        t0,
-    )?);
-    procs.push(spawn(
-        &dir,
-        "arbiter",
-        &[
-            "arbiter".into(),
-            "--listen".into(),
-            addr(arb),
-            "--state".into(),
-            dir.join("arbiter.state").display().to_string(),
-            "--tls".into(),
-            keys.display().to_string(),
-        ],
-        t0,
-    )?);
+    if site.is_none() {
+        procs.push(spawn(
+            &dir,
+            "switch",
+            &[
+                "switch".into(),
+                "--listen".into(),
+                addr(sw),
+                "--hostfwd".into(),
+                format!("tcp:127.0.0.1:{fwd}-:{}", load.guest_port()),
+                "--tls".into(),
+                keys.display().to_string(),
+                "--vm".into(),
+                format!("demo={}", ftvm_switch::fmt_mac(&crate::run::GUEST_MAC)),
+            ],
+            t0,
+            None,
+        )?);
+        procs.push(spawn(
+            &dir,
+            "arbiter",
+            &[
+                "arbiter".into(),
+                "--listen".into(),
+                addr(arb),
+                "--state".into(),
+                dir.join("arbiter.state").display().to_string(),
+                "--tls".into(),
+                keys.display().to_string(),
+            ],
+            t0,
+            None,
+        )?);
+    }
     let common = |slot: usize| -> Vec<String> {
         vec![
             "--vm".into(),
@@ -203,9 +331,9 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
             "--name".into(),
             SLOTS[slot].into(),
             "--listen".into(),
-            addr(node_ports[slot]),
+            node_addr(slot),
             "--arbiter".into(),
-            addr(arb),
+            arbiter.clone(),
             "--tls".into(),
             keys.display().to_string(),
             "--run-dir".into(),
@@ -223,31 +351,53 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
         primary_args.extend(["--initrd".into(), i.display().to_string()]);
     }
     primary_args.extend(["--memory".into(), args.machine.memory.to_string()]);
-    primary_args.extend(["--append".into(), args.machine.append.clone()]);
-    if let Some(d) = &disk {
-        primary_args.extend(["--disk".into(), d.display().to_string()]);
+    let append = match (&site, load.name()) {
+        (Some(_), "counter") => format!("{} mode=disk", args.machine.append),
+        _ => args.machine.append.clone(),
+    };
+    primary_args.extend(["--append".into(), append]);
+    match (&site, &disk) {
+        (Some(s), Some(d)) => primary_args.extend(["--disk".into(), s.serve_disk(d)?]),
+        (None, Some(d)) => primary_args.extend(["--disk".into(), d.display().to_string()]),
+        _ => {}
     }
-    primary_args.extend(["--switch".into(), addr(sw)]);
+    match &site {
+        Some(_) => primary_args.extend(["--tap".into(), "tap0".into()]),
+        None => primary_args.extend(["--switch".into(), addr(sw)]),
+    }
     primary_args.extend(common(0));
     std::thread::sleep(Duration::from_millis(200));
-    let mut nodes: Vec<Option<Proc>> = vec![Some(spawn(&dir, "A", &primary_args, t0)?), None, None];
+    let mut nodes: Vec<Option<Proc>> = vec![
+        Some(spawn(&dir, "A", &primary_args, t0, hosts)?),
+        None,
+        None,
+    ];
     let spare = |slot: usize, nodes: &mut Vec<Option<Proc>>| -> Result<()> {
-        let others: Vec<String> = (0..3)
-            .filter(|&s| s != slot)
-            .map(|s| addr(node_ports[s]))
-            .collect();
+        let others: Vec<String> = (0..3).filter(|&s| s != slot).map(node_addr).collect();
         let mut a = vec!["backup".to_string(), "--primary".into(), others.join(",")];
+        if let Some(h) = hosts {
+            // A repaired host: back on the network, empty.
+            h.rejoin(&SLOTS[slot].to_lowercase())?;
+            a.extend(["--tap".into(), "tap0".into()]);
+        }
         if args.own_disk {
             let own = dir.join(format!("disk-{}.img", SLOTS[slot]));
             a.extend(["--own-disk".into(), own.display().to_string()]);
         }
         a.extend(common(slot));
-        nodes[slot] = Some(spawn(&dir, SLOTS[slot], &a, t0)?);
+        nodes[slot] = Some(spawn(&dir, SLOTS[slot], &a, t0, hosts)?);
         Ok(())
     };
 
     // The service answers once the guest has booted.
-    let fwd_addr: SocketAddr = addr(fwd).parse()?;
+    let fwd_addr: SocketAddr = match hosts {
+        // The client is on the LAN, with the guest's address.
+        Some(h) => {
+            h.enter("client")?;
+            SocketAddr::from((GUEST_IP, load.guest_port()))
+        }
+        None => addr(fwd).parse()?,
+    };
     let boot_limit = Duration::from_secs(if disk.is_some() { 600 } else { 120 });
     wait_for(
         &format!("the guest's {} service", load.name()),
@@ -300,19 +450,29 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode> {
         };
         let n = load.acknowledged();
         let mut p = nodes[victim].take().context("the victim is not running")?;
-        p.child.kill().context("cannot kill")?;
+        match hosts {
+            // Its host dies silently: links down, then SIGKILL to all on it.
+            Some(h) => {
+                h.kill(&SLOTS[victim].to_lowercase())?;
+            }
+            None => p.child.kill().context("cannot kill")?,
+        }
         let killed = Instant::now();
         let _ = p.child.wait();
         std::mem::forget(p);
         kills.push((killed, n));
         println!(
-            "{:>7.3}s [demo] killed {} ({}) with SIGKILL after {n} acknowledged operations",
+            "{:>7.3}s [demo] killed {} ({}) {} after {n} acknowledged operations",
             t0.elapsed().as_secs_f64(),
             SLOTS[victim],
             if args.kill_backup {
                 "the backup"
             } else {
                 "the primary"
+            },
+            match hosts {
+                Some(_) => "and its host, silently (links down, then SIGKILL)",
+                None => "with SIGKILL",
             }
         );
         // The survivor goes live (or keeps going) and the spare becomes its backup.
