@@ -23,7 +23,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-const NAMES: [&str; 4] = ["infra", "p", "b", "client"];
+const NAMES: [&str; 5] = ["infra", "p", "b", "client", "storage"];
+/// The NBD server's port on `storage`.
+const NBD: u16 = 10809;
 /// The hosts of an etcd cluster's members, with [`Site::with_etcd`].
 const ETCD: [&str; 3] = ["e1", "e2", "e3"];
 const SWITCH: u16 = 7700;
@@ -39,6 +41,9 @@ struct Site {
     etcd: Option<Members>,
     /// The guest's LAN is a bridge with a TAP device on each node's host.
     tap: bool,
+    /// The guest's disk (the counter in disk mode) on qemu-nbd on `storage`: the image
+    /// and the nodes' `--disk`.
+    disk: Option<(PathBuf, String)>,
     procs: Vec<(String, Child)>,
 }
 
@@ -96,6 +101,7 @@ impl Site {
             dir,
             etcd,
             tap,
+            disk: None,
             procs: Vec::new(),
         };
         let infra = s.addr("infra");
@@ -202,6 +208,34 @@ impl Site {
         .into()
     }
 
+    /// Put the counter on a disk served by qemu-nbd from `storage` (before the pair).
+    fn serve_disk(&mut self) {
+        let img = self.dir.join("counter.img");
+        std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+        self.start_nbd(&img);
+        let spec = format!("nbd://{}:{NBD}/disk", self.addr("storage"));
+        self.disk = Some((img, spec));
+    }
+
+    /// qemu-nbd on `storage` (again, after the host came back).
+    fn start_nbd(&mut self, img: &std::path::Path) {
+        let ip = self.addr("storage").to_string();
+        let log = std::fs::File::create(self.dir.join("nbd.log")).unwrap();
+        let child = self
+            .hosts
+            .command("storage", "qemu-nbd")
+            .args(["-f", "raw", "-x", "disk", "-b", &ip, "-p", &NBD.to_string()])
+            .args(["-t", "--shared=8"])
+            .arg(img)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("qemu-nbd (scripts/install-deps installs qemu-utils)");
+        self.procs.push(("nbd".into(), child));
+        self.wait_listening("nbd", NBD);
+    }
+
     fn primary(&mut self, name: &str) {
         let (k, i) = linux_guest();
         let mut a: Vec<String> = [
@@ -214,6 +248,10 @@ impl Site {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if let Some((_, spec)) = &self.disk {
+            a.extend(["--disk".into(), spec.clone()]);
+            a.extend(["--append".into(), "console=ttyS0 mode=disk".into()]);
+        }
         match self.tap {
             true => a.extend(["--tap".into(), "tap0".into()]),
             false => a.extend([
@@ -496,42 +534,73 @@ fn a_silent_death_of_the_backups_host_leaves_the_primary_serving() {
 #[test]
 fn a_partition_between_primary_and_backup_leaves_exactly_one_live() {
     let _one = serial();
-    let mut site = Site::new("hp");
-    let client = site.pair();
-    client.wait_replies(20, Duration::from_secs(30), &site);
-    // Both still reach the arbiter and the switch; only their link is cut.
-    site.hosts.cut("p", "b").unwrap();
-    let t = Instant::now();
-    let (halted, live) = loop {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "nobody halted\n{}",
+    // With the embedded arbiter, then with etcd.
+    for mut site in [Site::new("hp"), Site::with_etcd("hq")] {
+        let client = site.pair();
+        client.wait_replies(20, Duration::from_secs(30), &site);
+        // Both still reach the arbiter and the switch; only their link is cut.
+        site.hosts.cut("p", "b").unwrap();
+        let t = Instant::now();
+        let (halted, live) = loop {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "nobody halted\n{}",
+                site.logs()
+            );
+            if site.exit_code("p", Duration::ZERO).is_some() {
+                break ("p", "b");
+            }
+            if site.exit_code("b", Duration::ZERO).is_some() {
+                break ("b", "p");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(
+            site.exit_code(halted, Duration::ZERO),
+            Some(3),
+            "{}",
             site.logs()
         );
-        if site.exit_code("p", Duration::ZERO).is_some() {
-            break ("p", "b");
-        }
-        if site.exit_code("b", Duration::ZERO).is_some() {
-            break ("b", "p");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(
-        site.exit_code(halted, Duration::ZERO),
-        Some(3),
-        "{}",
-        site.logs()
-    );
-    site.wait_state(live, "primary", "unprotected", Duration::from_secs(30));
+        site.wait_state(live, "primary", "unprotected", Duration::from_secs(30));
+        client.wait_replies(20, Duration::from_secs(30), &site);
+        site.hosts.heal("p", "b").unwrap();
+        client.wait_replies(10, Duration::from_secs(30), &site);
+        assert!(
+            site.exit_code(live, Duration::ZERO).is_none(),
+            "both ended\n{}",
+            site.logs()
+        );
+        client.finish(&site);
+    }
+}
+
+#[test]
+fn a_storage_host_that_dies_silently_and_returns_loses_no_acknowledged_write() {
+    let _one = serial();
+    let mut site = Site::new("hn");
+    site.serve_disk();
+    let client = site.pair();
     client.wait_replies(20, Duration::from_secs(30), &site);
-    site.hosts.heal("p", "b").unwrap();
-    client.wait_replies(10, Duration::from_secs(30), &site);
+    // The NBD server's host dies silently; a second later it is back, its image intact.
+    site.hosts.kill("storage").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    site.hosts.rejoin("storage").unwrap();
+    let img = site.disk.as_ref().unwrap().0.clone();
+    site.start_nbd(&img);
+    // Service resumes on the same connection (on whichever node is live now: the
+    // primary's disk request stalls it, which its backup may take for a failure).
+    client.wait_replies(20, Duration::from_secs(60), &site);
+    let replies = client.finish(&site);
+    let last = replies.last().unwrap().1;
+    // Every increment is on the disk before its reply leaves.
+    let disk = std::fs::read(&img).unwrap();
+    assert_eq!(&disk[..8], b"FTVMCTR1");
+    let on_disk = u64::from_le_bytes(disk[8..16].try_into().unwrap());
     assert!(
-        site.exit_code(live, Duration::ZERO).is_none(),
-        "both ended\n{}",
+        on_disk >= last,
+        "the disk holds {on_disk}, the client saw {last}\n{}",
         site.logs()
     );
-    client.finish(&site);
 }
 
 #[test]
