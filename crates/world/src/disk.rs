@@ -76,12 +76,16 @@ pub struct WritePermit(std::sync::Arc<std::sync::atomic::AtomicU64>);
 /// [`WritePermit`]'s value for "no limit".
 const UNLIMITED: u64 = u64::MAX;
 
+/// The instant [`ns`] counts from.
+fn base() -> std::time::Instant {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(std::time::Instant::now)
+}
+
 /// `t` as nanoseconds on this process's monotonic clock (from 1: a permit of 0 never
 /// allows anything).
 fn ns(t: std::time::Instant) -> u64 {
-    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let base = *BASE.get_or_init(std::time::Instant::now);
-    t.saturating_duration_since(base).as_nanos() as u64 + 1
+    t.saturating_duration_since(base()).as_nanos() as u64 + 1
 }
 
 impl Default for WritePermit {
@@ -109,8 +113,24 @@ impl WritePermit {
 
     /// Whether a write may be sent now.
     pub fn allows(&self) -> bool {
+        self.allows_for(std::time::Duration::ZERO)
+    }
+
+    /// How long the permit still holds (`None`: without limit; zero: it ran out).
+    pub fn remaining(&self) -> Option<std::time::Duration> {
         let v = self.0.load(std::sync::atomic::Ordering::SeqCst);
-        v == UNLIMITED || ns(std::time::Instant::now()) < v
+        if v == UNLIMITED {
+            return None;
+        }
+        let end = base() + std::time::Duration::from_nanos(v.saturating_sub(1));
+        Some(end.saturating_duration_since(std::time::Instant::now()))
+    }
+
+    /// Whether a write may be sent now and the permit still holds `margin` later (for
+    /// the moments between this check and the write reaching the socket).
+    pub fn allows_for(&self, margin: std::time::Duration) -> bool {
+        let v = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        v == UNLIMITED || ns(std::time::Instant::now() + margin) < v
     }
 }
 

@@ -4,16 +4,26 @@
 //! after a storage-host blip (issue 13 item 3).
 //!
 //! One request is in flight at a time (the driver carries disk requests out one by
-//! one). Every write is sent only while this node's [`WritePermit`] allows it — first
-//! sends and re-sends after a reconnection alike — and the socket's `TCP_USER_TIMEOUT`
-//! is [`USER_TIMEOUT`]: bytes the server's host has not acknowledged by then are never
-//! delivered (the kernel aborts the connection, even after this process died). So a
-//! write sent before a node's lease ran out reaches the storage host within
-//! [`USER_TIMEOUT`], or never; a new owner waits [`FENCE`] (that and the kernel's timer
-//! slack) before its first write ([`Disk::fence`]).
+//! one). Fencing, so that a write of a node that lost its lease cannot land after the
+//! new owner's:
+//! - a write is sent only while this node's [`WritePermit`] holds — first sends and
+//!   re-sends after a reconnection alike;
+//! - if its reply has not come [`GRACE`] after the permit's end (as it was when sent:
+//!   the thread waiting is the one that would renew it), the connection is aborted,
+//!   and the socket's `SO_LINGER` of zero makes every close an abort (also the one at
+//!   this process's death): the kernel discards what it had not sent yet;
+//! - `TCP_USER_TIMEOUT` is [`USER_TIMEOUT`]: bytes the storage host has not
+//!   acknowledged by then are dropped with the connection, even on an orphaned socket.
+//!
+//! So a write's bytes leave this host by its lease's end plus [`GRACE`], and a new
+//! owner, live only after that lease ended, waits [`FENCE`] before its first write
+//! ([`Disk::fence`]), leaving [`FENCE`] − [`GRACE`] for what is still on the wire. A
+//! write the storage takes longer than its lease plus [`GRACE`] to answer is sent
+//! again on a new connection.
 //!
 //! What this does not cover: a storage server that holds received bytes longer than
-//! the margin before applying them (a stopped or swapping server process). NBD has no
+//! the margin before applying them (a stopped or swapping server process), and a
+//! sender paused past the margin between its check and its write. NBD has no
 //! reservations (SCSI persistent reservations would close that); see README "Shared
 //! disk over NBD".
 
@@ -26,9 +36,12 @@ use crate::disk::{Disk, DiskError, WritePermit, SECTOR};
 /// How long a write's bytes may wait for the storage host's TCP acknowledgment before
 /// the kernel aborts the connection (`TCP_USER_TIMEOUT`).
 pub const USER_TIMEOUT: Duration = Duration::from_millis(200);
-/// How long a new owner of the disk waits before its first write: [`USER_TIMEOUT`] and
-/// the retransmission timer's slack.
-pub const FENCE: Duration = Duration::from_millis(250);
+/// How long past its permit's end a write may still be on its way out of this host (its
+/// reply awaited): then its connection is aborted.
+pub const GRACE: Duration = Duration::from_millis(150);
+/// How long a new owner of the disk waits before its first write: [`GRACE`], and as
+/// long again for what is on the wire.
+pub const FENCE: Duration = Duration::from_millis(300);
 /// How long a server may take to answer one request.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a lost server is tried again before requests fail.
@@ -135,9 +148,14 @@ enum Failure {
 impl From<io::Error> for Failure {
     fn from(e: io::Error) -> Failure {
         match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            io::ErrorKind::WouldBlock => {
                 Failure::Link(format!("no answer within {} s", ANSWER_TIMEOUT.as_secs()))
             }
+            // TCP_USER_TIMEOUT: the storage host did not acknowledge our bytes.
+            io::ErrorKind::TimedOut => Failure::Link(format!(
+                "the storage host acknowledged nothing for {} ms",
+                USER_TIMEOUT.as_millis()
+            )),
             io::ErrorKind::UnexpectedEof => {
                 Failure::Link("the server closed the connection".into())
             }
@@ -164,6 +182,8 @@ pub struct NbdDisk {
     permit: WritePermit,
     /// A connection loss already reported (once per outage).
     down_since: Option<Instant>,
+    /// Connections lost so far.
+    outages: u64,
 }
 
 impl std::fmt::Debug for NbdDisk {
@@ -193,6 +213,7 @@ impl NbdDisk {
             cookie: 0,
             permit,
             down_since: None,
+            outages: 0,
         })
     }
 
@@ -212,6 +233,11 @@ impl NbdDisk {
             .as_ref()
             .and_then(|s| s.local_addr().ok())
             .map(|a| a.port())
+    }
+
+    /// How many times the connection was lost (each outage once).
+    pub fn outages(&self) -> u64 {
+        self.outages
     }
 
     /// True if the server agreed to structured replies.
@@ -242,13 +268,22 @@ impl NbdDisk {
     ) -> Result<Vec<u8>, DiskError> {
         let give_up = Instant::now() + RECONNECT_FOR;
         loop {
-            if cmd == CMD_WRITE && !self.permit.allows() {
-                return Err(DiskError::Fenced);
-            }
             let why = match self.stream.as_mut() {
                 Some(s) => {
+                    // Checked last thing before the write leaves (module docs).
+                    if cmd == CMD_WRITE && !self.permit.allows() {
+                        return Err(DiskError::Fenced);
+                    }
                     self.cookie += 1;
-                    match exchange(s, &self.export, self.cookie, cmd, offset, len, data) {
+                    let permit = (cmd == CMD_WRITE).then_some(&self.permit);
+                    match exchange(
+                        s,
+                        &self.export,
+                        self.cookie,
+                        (cmd, offset, len),
+                        data,
+                        permit,
+                    ) {
                         Ok(out) => {
                             if let Some(t) = self.down_since.take() {
                                 tracing::info!("{}: the disk is back", self.url);
@@ -281,10 +316,10 @@ impl NbdDisk {
                     Err(why) => why,
                 },
             };
-            if let Some(s) = self.stream.take() {
-                let _ = s.shutdown(Shutdown::Both);
-            }
+            // Dropped, not shut down: SO_LINGER 0 discards what was not sent.
+            self.stream = None;
             if self.down_since.is_none() {
+                self.outages += 1;
                 self.down_since = Some(Instant::now());
                 eprintln!("ftvm: disk {}: {why}; reconnecting", self.url);
             }
@@ -395,6 +430,9 @@ fn handshake(url: &NbdUrl) -> Result<(TcpStream, Export), String> {
     s.set_nodelay(true).map_err(|e| e.to_string())?;
     rustix::net::sockopt::set_tcp_user_timeout(&s, USER_TIMEOUT.as_millis() as u32)
         .map_err(|e| format!("cannot set TCP_USER_TIMEOUT: {e}"))?;
+    // Every close is an abort: unsent bytes are discarded, never sent late.
+    rustix::net::sockopt::set_socket_linger(&s, Some(Duration::ZERO))
+        .map_err(|e| format!("cannot set SO_LINGER: {e}"))?;
     s.set_read_timeout(Some(ANSWER_TIMEOUT))
         .map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(ANSWER_TIMEOUT))
@@ -556,20 +594,46 @@ fn errno(e: u32) -> String {
     format!("the server answered {name} ({e})")
 }
 
-/// Send one request and read its reply: the data of a read, nothing otherwise.
+/// Send one request and read its reply: the data of a read, nothing otherwise. A
+/// write's reply is awaited only while `permit` holds.
 fn exchange(
     s: &mut TcpStream,
     export: &Export,
     cookie: u64,
-    cmd: u16,
-    offset: u64,
-    len: u32,
+    (cmd, offset, len): (u16, u64, u32),
     data: &[u8],
+    permit: Option<&WritePermit>,
 ) -> Result<Vec<u8>, Failure> {
     let mut m = Vec::with_capacity(28 + data.len());
     m.extend_from_slice(&request(cmd, cookie, offset, len));
     m.extend_from_slice(data);
-    s.write_all(&m)?;
+    // A write's bytes may leave until its permit's end plus GRACE: past that, its
+    // connection is aborted (and SO_LINGER 0 discards what the kernel still held).
+    let limit = permit.and_then(|p| p.remaining()).map(|r| {
+        (r + GRACE)
+            .min(ANSWER_TIMEOUT)
+            .max(Duration::from_millis(1))
+    });
+    if let Some(d) = limit {
+        s.set_write_timeout(Some(d))?;
+        s.set_read_timeout(Some(d))?;
+    }
+    let replied = s
+        .write_all(&m)
+        .and_then(|()| s.peek(&mut [0u8; 1]).map(|_| ()));
+    if limit.is_some() {
+        s.set_write_timeout(Some(ANSWER_TIMEOUT))?;
+        s.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    }
+    match replied {
+        Err(e) if limit.is_some() && e.kind() == io::ErrorKind::WouldBlock => {
+            return Err(Failure::Link(
+                "no answer before the write permit ran out: connection aborted".into(),
+            ))
+        }
+        Err(e) => return Err(e.into()),
+        Ok(()) => {}
+    }
     let want = if cmd == CMD_READ { len as usize } else { 0 };
     let mut out = vec![0u8; want];
     let mut covered = 0usize;

@@ -288,7 +288,10 @@ struct Netns(String);
 impl Netns {
     fn new(tag: &str) -> Netns {
         let name = format!("ftvm-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "delete", &name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &name])
+            .stderr(Stdio::null())
+            .status();
         run("ip", &["netns", "add", &name]);
         run("ip", &["-n", &name, "link", "set", "lo", "up"]);
         Netns(name)
@@ -408,6 +411,7 @@ fn a_write_stalled_on_a_cut_link_never_lands_after_the_new_owners_writes() {
     let url = |net: u32| NbdUrl::parse(&format!("nbd://10.{net}.0.2:{}/disk", srv.port)).unwrap();
     let (old_url, new_url) = (url(201), url(202));
     let old_permit = WritePermit::default();
+    old_permit.set(Some(Instant::now() + Duration::from_secs(60)));
     let (ready_tx, ready) = std::sync::mpsc::channel();
     let (go, go_rx) = std::sync::mpsc::channel::<()>();
     let (a, permit) = (hosts.a.0.clone(), old_permit.clone());
@@ -417,19 +421,21 @@ fn a_write_stalled_on_a_cut_link_never_lands_after_the_new_owners_writes() {
         old.write(0, &pattern(1, 512)).unwrap();
         ready_tx.send(()).unwrap();
         go_rx.recv().unwrap();
-        old.write(0, &pattern(2, 512))
+        let r = old.write(0, &pattern(2, 512));
+        (r, old.outages())
     });
     ready.recv().unwrap();
     // The old owner's link goes silent; its write leaves into it.
     hosts.link_a(false);
     go.send(()).unwrap();
-    // Its lease runs out (the backup's acks stopped); the new owner fences, then
-    // writes; then the link heals.
-    std::thread::sleep(Duration::from_millis(20));
-    old_permit.revoke();
+    // Its lease runs out 100 ms from now (the backup's acks stopped); the new owner
+    // goes live after that, fences, then writes; then the link heals.
+    let lease_end = Instant::now() + Duration::from_millis(100);
+    old_permit.set(Some(lease_end));
     let b = hosts.b.0.clone();
     let newer = std::thread::spawn(move || {
         Netns(b).enter_and_forget();
+        std::thread::sleep(lease_end.saturating_duration_since(Instant::now()));
         let mut new = NbdDisk::connect(&new_url, WritePermit::default()).unwrap();
         new.fence().unwrap();
         new.write(0, &pattern(3, 512)).unwrap();
@@ -438,8 +444,10 @@ fn a_write_stalled_on_a_cut_link_never_lands_after_the_new_owners_writes() {
     });
     let mut new = newer.join().unwrap();
     hosts.link_a(true);
-    let r = stalled.join().unwrap();
+    let (r, outages) = stalled.join().unwrap();
     assert!(matches!(r, Err(DiskError::Fenced)), "{r:?}");
+    // It was sent into the cut link, and the kernel gave up on it.
+    assert_eq!(outages, 1, "the stalled write was never sent");
     // Long enough for a retransmission to arrive, had the kernel kept the bytes.
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(new.read(0, 512).unwrap(), pattern(3, 512));
