@@ -145,13 +145,8 @@ impl Site {
             .1
             .id();
         let t = Instant::now();
-        let hex = format!(":{port:04X} ");
         loop {
-            let tcp = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
-            if tcp
-                .lines()
-                .any(|l| l.contains(&hex) && l.split_whitespace().nth(3) == Some("0A"))
-            {
+            if ftvm_hosts::listening(Some(pid), port) {
                 return;
             }
             assert!(
@@ -330,6 +325,22 @@ impl Site {
         }
     }
 
+    /// The host of the primary `dead` dies silently; `survivor`, its backup, goes live.
+    /// Returns when the host died.
+    fn kill_primary_host(&mut self, dead: &str, survivor: &str) -> Instant {
+        let t = Instant::now();
+        self.hosts.kill(dead).unwrap();
+        self.wait_state(survivor, "primary", "unprotected", Duration::from_secs(30));
+        t
+    }
+
+    /// The dead host `host` comes back empty and joins the primary `of` as its backup.
+    fn rejoin_as_backup(&mut self, host: &str, of: &str) {
+        self.hosts.rejoin(host).unwrap();
+        self.backup(host, of);
+        self.wait_state(of, "primary", "protected", Duration::from_secs(90));
+    }
+
     /// A pair: primary `p`, backup `b`, protected.
     fn pair(&mut self) -> Client {
         self.primary("p");
@@ -495,16 +506,10 @@ fn silent_deaths_of_the_primarys_host_fail_over_and_lose_nothing() {
     let mut kills = Vec::new();
     for trial in 0..trials {
         client.wait_replies(20, Duration::from_secs(30), &site);
-        let t = Instant::now();
-        site.hosts.kill(primary).unwrap();
-        kills.push(t);
-        site.wait_state(backup, "primary", "unprotected", Duration::from_secs(30));
+        kills.push(site.kill_primary_host(primary, backup));
         client.wait_replies(20, Duration::from_secs(30), &site);
         if trial + 1 < trials {
-            // The dead host comes back empty and joins as the backup.
-            site.hosts.rejoin(primary).unwrap();
-            site.backup(primary, backup);
-            site.wait_state(backup, "primary", "protected", Duration::from_secs(90));
+            site.rejoin_as_backup(primary, backup);
             std::mem::swap(&mut primary, &mut backup);
         }
     }
@@ -638,12 +643,9 @@ fn a_pair_on_etcd_fails_over_with_a_member_down_and_never_without_a_majority() {
     client.wait_replies(20, Duration::from_secs(30), &site);
     // One etcd member's host dies silently, then the primary's: two members decide.
     site.hosts.kill("e3").unwrap();
-    site.hosts.kill("p").unwrap();
-    site.wait_state("b", "primary", "unprotected", Duration::from_secs(30));
+    site.kill_primary_host("p", "b");
     client.wait_replies(20, Duration::from_secs(30), &site);
-    site.hosts.rejoin("p").unwrap();
-    site.backup("p", "b");
-    site.wait_state("b", "primary", "protected", Duration::from_secs(90));
+    site.rejoin_as_backup("p", "b");
     client.wait_replies(20, Duration::from_secs(30), &site);
     // A second member goes: no majority. The primary's host dies too; its backup
     // must not go live while etcd cannot decide, and the client hears nothing.
@@ -677,15 +679,11 @@ fn a_guest_on_a_bridged_tap_device_keeps_its_client_across_silent_host_deaths() 
     client.wait_replies(20, Duration::from_secs(30), &site);
     // The primary's host dies silently; the backup's gratuitous ARP moves the guest's
     // MAC to its own port in the LAN bridge, and the client's connection goes on.
-    site.hosts.kill("p").unwrap();
-    site.wait_state("b", "primary", "unprotected", Duration::from_secs(30));
+    site.kill_primary_host("p", "b");
     client.wait_replies(20, Duration::from_secs(30), &site);
     // And back: p rejoins as the backup, then b's host dies.
-    site.hosts.rejoin("p").unwrap();
-    site.backup("p", "b");
-    site.wait_state("b", "primary", "protected", Duration::from_secs(90));
-    site.hosts.kill("b").unwrap();
-    site.wait_state("p", "primary", "unprotected", Duration::from_secs(30));
+    site.rejoin_as_backup("p", "b");
+    site.kill_primary_host("b", "p");
     client.wait_replies(20, Duration::from_secs(30), &site);
     client.finish(&site);
     assert!(

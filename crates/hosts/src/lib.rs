@@ -24,6 +24,23 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// Whether something listens on TCP `port` in the network namespace of process `pid`
+/// (of the calling thread if `None`), read from its /proc view: a probe connection
+/// would have to run on that host, and would use up a one-client server.
+pub fn listening(pid: Option<u32>, port: u16) -> bool {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/net/tcp"),
+        None => "/proc/thread-self/net/tcp".to_string(),
+    };
+    let want = format!(":{port:04X}");
+    std::fs::read_to_string(path).is_ok_and(|tcp| {
+        tcp.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&want) && f[3] == "0A"
+        })
+    })
+}
+
 /// The most hosts a set may have.
 pub const MAX_HOSTS: usize = 32;
 

@@ -463,14 +463,7 @@ impl Switch {
             .collect();
         let now = Instant::now();
         for mac in self.table.macs_of(id) {
-            let mut frames: VecDeque<Vec<u8>> = self
-                .recent
-                .remove(&mac)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|(t, _)| now.duration_since(*t) < RECENT)
-                .map(|(_, f)| f)
-                .collect();
+            let mut frames = self.take_recent(&mac, now);
             // Queued frames are in `recent` too, unless older than the window.
             for f in unsent.extract_if(.., |f| f[0..6] == mac) {
                 if !frames.contains(&f) {
@@ -535,15 +528,7 @@ impl Switch {
                 add(&m.macs_moved, 1);
                 // The old port may be a host that died silently, its socket still
                 // open here: what it was sent lately may never have been read.
-                let now = Instant::now();
-                let recent: Vec<Vec<u8>> = self
-                    .recent
-                    .remove(&src)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|(t, _)| now.duration_since(*t) < RECENT)
-                    .map(|(_, f)| f)
-                    .collect();
+                let recent = self.take_recent(&src, Instant::now());
                 tracing::info!(from = old.0, to = from.0, mac = %fmt_mac(&src), resent = recent.len(), "MAC moved: delivering recent frames again");
                 for f in recent {
                     self.deliver(from, f);
@@ -609,6 +594,17 @@ impl Switch {
             port.refused += 1;
         }
         ok
+    }
+
+    /// The frames delivered to `mac` within [`RECENT`] of `now`, forgotten here.
+    fn take_recent(&mut self, mac: &Mac, now: Instant) -> VecDeque<Vec<u8>> {
+        self.recent
+            .remove(mac)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(t, _)| now.duration_since(*t) < RECENT)
+            .map(|(_, f)| f)
+            .collect()
     }
 
     /// Keep a copy of a frame for a VM address (see `recent`).

@@ -94,22 +94,6 @@ fn spawn(kind: Program, image: &Path, port: u16, bind: &str) -> Child {
     })
 }
 
-/// Whether something listens on 127.0.0.1:`port` in this thread's network namespace
-/// (read from /proc/thread-self/net/tcp: a probe
-/// connection would use up nbd-server's one client in its foreground mode).
-fn listening(bind: &str, port: u16) -> bool {
-    let ip: std::net::Ipv4Addr = bind.parse().unwrap();
-    let want = format!("{:08X}:{port:04X}", u32::from_le_bytes(ip.octets()));
-    std::fs::read_to_string("/proc/thread-self/net/tcp")
-        .unwrap()
-        .lines()
-        .skip(1)
-        .any(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[1] == want && f[3] == "0A"
-        })
-}
-
 /// Start `kind` serving `image` on 127.0.0.1, a free port, and wait until it listens.
 fn serve(kind: Program, image: &Path) -> Running {
     serve_on(kind, image, "127.0.0.1")
@@ -122,7 +106,7 @@ fn serve_on(kind: Program, image: &Path, bind: &str) -> Running {
         let mut child = spawn(kind, image, port, bind);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if listening(bind, port) {
+            if ftvm_hosts::listening(None, port) {
                 return Running {
                     child,
                     port,

@@ -84,13 +84,8 @@ impl DemoHosts {
         // It listens within moments; a node that connects too early says so and exits,
         // so wait here.
         let deadline = Instant::now() + Duration::from_secs(10);
-        let hex = format!(":{NBD_PORT:04X} ");
         while Instant::now() < deadline {
-            let tcp = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
-            if tcp
-                .lines()
-                .any(|l| l.contains(&hex) && l.split_whitespace().nth(3) == Some("0A"))
-            {
+            if ftvm_hosts::listening(Some(pid), NBD_PORT) {
                 return Ok(format!("nbd://{ip}:{NBD_PORT}/disk"));
             }
             std::thread::sleep(Duration::from_millis(20));
