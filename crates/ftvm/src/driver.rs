@@ -92,6 +92,8 @@ pub struct Driver<W: Write> {
     pub stop: Arc<AtomicBool>,
     /// Disk writes are sent only while it allows (the FT primary's lease).
     pub write_permit: WritePermit,
+    /// Events delivered so far (an idle wait ends when one arrives).
+    delivered: u64,
 }
 
 impl<W: Write> Driver<W> {
@@ -111,6 +113,7 @@ impl<W: Write> Driver<W> {
             journal: None,
             stop: Arc::new(AtomicBool::new(false)),
             write_permit: WritePermit::default(),
+            delivered: 0,
         })
     }
 
@@ -130,6 +133,7 @@ impl<W: Write> Driver<W> {
             j.event(self.machine.icount().0, &ev)?;
         }
         self.machine.inject(&ev);
+        self.delivered += 1;
         Ok(())
     }
 
@@ -441,7 +445,13 @@ impl<W: Write> Driver<W> {
         // A sleeping guest needs no clock updates: time moves (one event) only when
         // it wakes, for its timer or for traffic. That keeps an idle guest's log small.
         loop {
+            let delivered = self.delivered;
             self.service_journal()?;
+            if self.delivered != delivered {
+                // Held requests were released and answered (an ack came): the disk's
+                // or the entropy source's answer wakes the guest now, not at its timer.
+                return self.sync_clock();
+            }
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(());
             }

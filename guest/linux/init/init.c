@@ -4,7 +4,7 @@
  * "ftvm-guest ready", then runs the mode named by `mode=NAME` on the kernel command line
  * (unknown key=value words reach init as environment variables; keys with a dot would be
  * taken as module parameters). Modes that return power the machine off; the counter
- * services (counter.c, disk.c) run forever. Add a mode by adding it to the `modes` table.
+ * services (counter.c, disk.c) and diskbench.c run forever. Add a mode by adding it to the `modes` table.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -100,6 +100,7 @@ static const struct mode modes[] = {
 	{ "bench", mode_bench, "fixed ~1e9-instruction CPU/memory workload, power off" },
 	{ "counter", mode_counter, "TCP counter service on port 7777 (default; never exits)" },
 	{ "disk", mode_disk, "counter persisted in sector 0 of /dev/vda, `reboot` command" },
+	{ "diskbench", mode_diskbench, "disk throughput rounds on /dev/vda (overwrites it; never exits)" },
 	{ "thirdparty", mode_thirdparty, "busybox and a Go program from /opt/thirdparty (full initrd)" },
 };
 

@@ -17,6 +17,7 @@ void net_setup(void);
 int mode_bench(void);   /* bench.c */
 int mode_counter(void); /* counter.c */
 int mode_disk(void);    /* disk.c */
+int mode_diskbench(void); /* diskbench.c */
 int mode_thirdparty(void); /* thirdparty.c */
 
 /* counter.c: the TCP line-protocol server shared by the counter and disk modes. */
