@@ -24,6 +24,25 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// A TCP port on 127.0.0.1 for a server a test starts: each handed out once per process
+/// (two calls never return the same port, so tests running at once cannot start two
+/// servers on one port and reach the wrong one) and below the kernel's ephemeral range
+/// (32768 and up), so no outgoing connection takes it before the server binds it.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Test binaries running at once start at different points of the range.
+    let _ = NEXT.compare_exchange(0, (std::process::id() * 97) % SPAN + 1, SeqCst, SeqCst);
+    loop {
+        let port = (LOW + NEXT.fetch_add(1, SeqCst) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// Whether something listens on TCP `port` in the network namespace of process `pid`
 /// (of the calling thread if `None`), read from its /proc view: a probe connection
 /// would have to run on that host, and would use up a one-client server.

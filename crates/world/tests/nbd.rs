@@ -40,12 +40,11 @@ fn image(name: &str, bytes: u64) -> PathBuf {
     p
 }
 
+/// A port no other test of this binary gets: with ports from the kernel (bind to 0), two
+/// tests at once could start servers on the same one, and one test reached the other's
+/// one-client nbd-server, which reset it.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    ftvm_hosts::free_port()
 }
 
 fn spawn(kind: Program, image: &Path, port: u16, bind: &str) -> Child {

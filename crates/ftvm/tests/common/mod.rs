@@ -130,22 +130,9 @@ pub fn linux_guest() -> (PathBuf, PathBuf) {
     (out.join("Image"), out.join("initramfs.cpio"))
 }
 
-/// A port for a process this test starts: each handed out once per test binary (two
-/// calls never return the same port), and below the kernel's ephemeral range
-/// (32768 and up), so no outgoing connection takes it before the process binds it.
+/// A port for a process this test starts (see [`ftvm_hosts::free_port`]).
 pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
-    const LOW: u32 = 20_000;
-    const SPAN: u32 = 12_000;
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    // Test binaries running at once start at different points of the range.
-    let _ = NEXT.compare_exchange(0, (std::process::id() * 97) % SPAN + 1, SeqCst, SeqCst);
-    loop {
-        let port = (LOW + NEXT.fetch_add(1, SeqCst) % SPAN) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    ftvm_hosts::free_port()
 }
 
 /// The role and state in a node's status file (`ftvm status` reads the same JSON).
