@@ -592,9 +592,16 @@ fn a_storage_host_that_dies_silently_and_returns_loses_no_acknowledged_write() {
     site.hosts.rejoin("storage").unwrap();
     let img = site.disk.as_ref().unwrap().0.clone();
     site.start_nbd(&img);
-    // Service resumes on the same connection (on whichever node is live now: the
-    // primary's disk request stalls it, which its backup may take for a failure).
+    // Service resumes on the same connection, from the same primary: the stalled disk
+    // request stalled only the guest's I/O (the disk has a thread of its own), the
+    // heartbeats went on, so the backup saw nothing wrong.
     client.wait_replies(20, Duration::from_secs(60), &site);
+    site.wait_state("p", "primary", "protected", Duration::from_secs(10));
+    assert!(
+        !site.log("b").contains("live as the primary"),
+        "a storage blip made the backup take over\n{}",
+        site.logs()
+    );
     let replies = client.finish(&site);
     let last = replies.last().unwrap().1;
     // Every increment is on the disk before its reply leaves.

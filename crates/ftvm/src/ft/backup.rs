@@ -850,6 +850,7 @@ fn go_live(
     }
     let mut driver = Driver::new(machine, backends, std::io::stdout())?;
     driver.write_permit = world.permit.clone();
+    driver.threaded_disk = true;
     driver.journal = Some(Box::new(Primary::live(
         node.clone(),
         plan.generation,

@@ -455,6 +455,7 @@ pub fn primary(args: &PrimaryArgs) -> Result<ExitCode> {
     let stop = crate::services::stop_on_signals()?;
     let mut driver = Driver::new(machine, backends, std::io::stdout())?;
     driver.write_permit = permit.clone();
+    driver.threaded_disk = true;
     driver.journal = Some(Box::new(primary::Primary::boot(
         node,
         listener,

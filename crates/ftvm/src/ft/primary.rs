@@ -365,8 +365,11 @@ impl Primary {
 
     /// Take what the threads reported.
     fn take_news(&mut self, first: Option<News>, machine: Option<&mut Machine>) -> Result<()> {
+        // A candidate that comes now waits for the next service (the disk quiet by
+        // then, [`Journal::disk_quiet`]); one from there (`first`) begins.
         let mut machine = machine;
         let mut next = first;
+        let mut begin = next.is_some();
         loop {
             let n = match next.take() {
                 Some(n) => n,
@@ -376,10 +379,12 @@ impl Primary {
                 },
             };
             let now = self.clock.now();
+            let this_begins = std::mem::take(&mut begin);
             match n {
                 News::Candidate(c) => match machine.as_deref_mut() {
                     // Taken at the next service, where the machine is at hand.
                     None => self.deferred.push(c),
+                    Some(_) if !this_begins => self.deferred.push(c),
                     Some(m)
                         if self.core.phase() == PrimaryPhase::Unprotected
                             && self.transfer.is_none() =>
@@ -675,6 +680,12 @@ impl Journal for Primary {
         // (the winner carries out the requests whose answers the log never had).
         self.held_writes.push(out);
         true
+    }
+
+    /// While a transfer runs or waits to begin: its steps read the guest's RAM and
+    /// the image a backup with its own disk gets, so no answer may be under way.
+    fn disk_quiet(&self) -> bool {
+        self.transfer.is_some() || !self.deferred.is_empty()
     }
 
     fn next_checkpoint(&self) -> u64 {

@@ -47,6 +47,12 @@ pub trait Journal {
     fn hold(&mut self, _out: OutputKind) -> bool {
         false
     }
+    /// The journal needs the disk quiet: no request under way on the driver's disk
+    /// thread when it is next serviced (a state transfer reads the guest's state and
+    /// its disk image). The driver waits for their answers first.
+    fn disk_quiet(&self) -> bool {
+        false
+    }
     /// The next instruction count at which a state hash is due.
     fn next_checkpoint(&self) -> u64;
     /// Log the state hash at a checkpoint.
