@@ -126,6 +126,12 @@ impl WritePermit {
         Some(end.saturating_duration_since(std::time::Instant::now()))
     }
 
+    /// The instant the permit ends (`None`: without limit).
+    pub fn end(&self) -> Option<std::time::Instant> {
+        let v = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        (v != UNLIMITED).then(|| base() + std::time::Duration::from_nanos(v.saturating_sub(1)))
+    }
+
     /// Whether a write may be sent now and the permit still holds `margin` later (for
     /// the moments between this check and the write reaching the socket).
     pub fn allows_for(&self, margin: std::time::Duration) -> bool {

@@ -8,8 +8,8 @@
 //! new owner's:
 //! - a write is sent only while this node's [`WritePermit`] holds — first sends and
 //!   re-sends after a reconnection alike;
-//! - if its reply has not come [`GRACE`] after the permit's end (as it was when sent:
-//!   the thread waiting is the one that would renew it), the connection is aborted,
+//! - if its reply has not come [`GRACE`] after the permit's end (read again while it
+//!   waits: a lease renewed meanwhile holds the write too), the connection is aborted,
 //!   and the socket's `SO_LINGER` of zero makes every close an abort (also the one at
 //!   this process's death): the kernel discards what it had not sent yet;
 //! - `TCP_USER_TIMEOUT` is [`USER_TIMEOUT`]: bytes the storage host has not
@@ -18,8 +18,8 @@
 //! So a write's bytes leave this host by its lease's end plus [`GRACE`], and a new
 //! owner, live only after that lease ended, waits [`FENCE`] before its first write
 //! ([`Disk::fence`]), leaving [`FENCE`] − [`GRACE`] for what is still on the wire. A
-//! write the storage takes longer than its lease plus [`GRACE`] to answer is sent
-//! again on a new connection.
+//! slow write is awaited as long as the lease keeps being renewed (the FT nodes do
+//! their disk I/O on a thread of its own, so the acks that renew it go on).
 //!
 //! What this does not cover: a storage server that holds received bytes longer than
 //! the margin before applying them (a stopped or swapping server process), and a
@@ -608,25 +608,43 @@ fn exchange(
     m.extend_from_slice(&request(cmd, cookie, offset, len));
     m.extend_from_slice(data);
     // A write's bytes may leave until its permit's end plus GRACE: past that, its
-    // connection is aborted (and SO_LINGER 0 discards what the kernel still held).
-    let limit = permit.and_then(|p| p.remaining()).map(|r| {
-        (r + GRACE)
-            .min(ANSWER_TIMEOUT)
-            .max(Duration::from_millis(1))
-    });
-    if let Some(d) = limit {
+    // connection is aborted (and SO_LINGER 0 discards what the kernel still held). The
+    // end is read again while the reply is awaited: a lease renewed meanwhile (the FT
+    // node's acks go on while its disk thread waits here) extends the wait.
+    let limit = || {
+        permit.and_then(|p| p.end()).map(|end| {
+            (end + GRACE)
+                .saturating_duration_since(Instant::now())
+                .min(ANSWER_TIMEOUT)
+                .max(Duration::from_millis(1))
+        })
+    };
+    let first = limit();
+    if let Some(d) = first {
         s.set_write_timeout(Some(d))?;
         s.set_read_timeout(Some(d))?;
     }
-    let replied = s
-        .write_all(&m)
-        .and_then(|()| s.peek(&mut [0u8; 1]).map(|_| ()));
-    if limit.is_some() {
+    let mut replied = s.write_all(&m);
+    while replied.is_ok() {
+        match s.peek(&mut [0u8; 1]) {
+            Ok(_) => break,
+            Err(e) if first.is_some() && e.kind() == io::ErrorKind::WouldBlock => {
+                match permit.and_then(|p| p.end()) {
+                    Some(end) if Instant::now() < end + GRACE => {
+                        s.set_read_timeout(limit())?;
+                    }
+                    _ => replied = Err(e),
+                }
+            }
+            Err(e) => replied = Err(e),
+        }
+    }
+    if first.is_some() {
         s.set_write_timeout(Some(ANSWER_TIMEOUT))?;
         s.set_read_timeout(Some(ANSWER_TIMEOUT))?;
     }
     match replied {
-        Err(e) if limit.is_some() && e.kind() == io::ErrorKind::WouldBlock => {
+        Err(e) if first.is_some() && e.kind() == io::ErrorKind::WouldBlock => {
             return Err(Failure::Link(
                 "no answer before the write permit ran out: connection aborted".into(),
             ))

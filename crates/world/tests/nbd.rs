@@ -15,6 +15,8 @@ enum Program {
     QemuNbd,
     Nbdkit,
     NbdServer,
+    /// nbdkit whose every write takes a second (its delay filter).
+    NbdkitSlowWrites,
 }
 
 /// A running NBD server on 127.0.0.1, killed when dropped.
@@ -74,6 +76,21 @@ fn spawn(kind: Program, image: &Path, port: u16, bind: &str) -> Child {
             c.args(["-f", "-i", bind, "-p", &p, "file", img]);
             c
         }
+        Program::NbdkitSlowWrites => {
+            let mut c = Command::new("nbdkit");
+            c.args([
+                "-f",
+                "-i",
+                bind,
+                "-p",
+                &p,
+                "--filter=delay",
+                "file",
+                img,
+                "wdelay=1",
+            ]);
+            c
+        }
         Program::NbdServer => {
             let conf = image.with_extension("conf");
             std::fs::write(
@@ -129,7 +146,7 @@ impl Running {
     fn url(&self) -> NbdUrl {
         let export = match self.kind {
             Program::QemuNbd | Program::NbdServer => "disk",
-            Program::Nbdkit => "",
+            Program::Nbdkit | Program::NbdkitSlowWrites => "",
         };
         NbdUrl::parse(&format!("nbd://127.0.0.1:{}/{export}", self.port)).unwrap()
     }
@@ -179,7 +196,9 @@ fn every_debian_nbd_server_serves_reads_writes_and_flushes() {
         ));
         match kind {
             // Both negotiate structured replies (so reads arrive as data/hole chunks).
-            Program::QemuNbd | Program::Nbdkit => assert!(d.structured(), "{kind:?}"),
+            Program::QemuNbd | Program::Nbdkit | Program::NbdkitSlowWrites => {
+                assert!(d.structured(), "{kind:?}")
+            }
             Program::NbdServer => {}
         }
         drop(d);
@@ -238,6 +257,39 @@ fn a_write_lands_after_the_storage_server_is_killed_and_restarted() {
     let on_disk = std::fs::read(&img).unwrap();
     assert_eq!(&on_disk[..512], &before[..]);
     assert_eq!(&on_disk[512..1536], &after[..]);
+}
+
+#[test]
+fn a_slow_write_is_awaited_while_the_lease_is_renewed() {
+    let img = image("slow", 1 << 20);
+    let srv = serve(Program::NbdkitSlowWrites, &img);
+    // A lease of 100 ms, renewed every 20 ms (as an FT primary's acks renew it), and a
+    // write the storage takes a second to answer: it lands once, on one connection.
+    let permit = WritePermit::default();
+    permit.set(Some(Instant::now() + Duration::from_millis(100)));
+    let mut d = NbdDisk::connect(&srv.url(), permit.clone()).unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let renew = {
+        let (permit, done) = (permit.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                permit.set(Some(Instant::now() + Duration::from_millis(100)));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let data = pattern(4, 512);
+    let started = Instant::now();
+    let written = d.write(0, &data);
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    renew.join().unwrap();
+    written.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the delay filter delayed nothing"
+    );
+    assert_eq!(d.outages(), 0, "the slow write's connection was aborted");
+    assert_eq!(d.read(0, 512).unwrap(), data);
 }
 
 #[test]
