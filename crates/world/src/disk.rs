@@ -118,12 +118,8 @@ impl WritePermit {
 
     /// How long the permit still holds (`None`: without limit; zero: it ran out).
     pub fn remaining(&self) -> Option<std::time::Duration> {
-        let v = self.0.load(std::sync::atomic::Ordering::SeqCst);
-        if v == UNLIMITED {
-            return None;
-        }
-        let end = base() + std::time::Duration::from_nanos(v.saturating_sub(1));
-        Some(end.saturating_duration_since(std::time::Instant::now()))
+        self.end()
+            .map(|end| end.saturating_duration_since(std::time::Instant::now()))
     }
 
     /// The instant the permit ends (`None`: without limit).

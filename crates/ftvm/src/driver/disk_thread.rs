@@ -14,11 +14,12 @@ use ftvm_world::mio::Waker;
 use ftvm_world::Disk;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// How long the driver waits for an answer before it lets the guest run on: a local
 /// file or a nearby NBD server answers within it (as fast as on the driver's thread),
 /// and it is far below the FT heartbeat's period.
-pub const QUICK: std::time::Duration = std::time::Duration::from_millis(2);
+pub const QUICK: Duration = Duration::from_millis(2);
 
 /// Carry out one request on `disk`; a write is sent only while `permit` allows.
 pub fn carry_out(
@@ -39,9 +40,9 @@ pub type Answer = (BlkRequest, Result<Vec<u8>, DiskError>);
 
 /// The disk's thread.
 pub struct DiskThread {
-    requests: Option<mpsc::Sender<BlkRequest>>,
+    requests: mpsc::Sender<BlkRequest>,
     answers: mpsc::Receiver<Answer>,
-    thread: Option<JoinHandle<Box<dyn Disk>>>,
+    thread: JoinHandle<Box<dyn Disk>>,
     in_flight: usize,
 }
 
@@ -69,40 +70,28 @@ impl DiskThread {
                 disk
             })?;
         Ok(DiskThread {
-            requests: Some(requests),
+            requests,
             answers,
-            thread: Some(thread),
+            thread,
             in_flight: 0,
         })
     }
 
     /// Queue a request.
     pub fn submit(&mut self, req: BlkRequest) {
-        let sent = self.requests.as_ref().is_some_and(|r| r.send(req).is_ok());
         // The thread ends only when this side drops its sender, or by a panic there.
-        assert!(sent, "the disk thread ended");
+        assert!(self.requests.send(req).is_ok(), "the disk thread ended");
         self.in_flight += 1;
     }
 
-    /// The next answer: waiting for it if `wait` (and one is due), else only if one came.
-    pub fn answer(&mut self, wait: bool) -> Option<Answer> {
-        let a = if wait && self.in_flight > 0 {
-            self.answers.recv().ok()
-        } else {
-            self.answers.try_recv().ok()
-        };
-        if a.is_some() {
-            self.in_flight -= 1;
-        }
-        a
-    }
-
-    /// The next answer if it comes within `limit`.
-    pub fn answer_within(&mut self, limit: std::time::Duration) -> Option<Answer> {
+    /// The next answer, waiting for it up to `wait` (zero: only one that came;
+    /// `Duration::MAX`: until it comes); none when no request is under way.
+    pub fn answer(&mut self, wait: Duration) -> Option<Answer> {
         if self.in_flight == 0 {
             return None;
         }
-        let a = self.answers.recv_timeout(limit).ok();
+        // recv_timeout takes a wait too long for a deadline as "no deadline".
+        let a = self.answers.recv_timeout(wait).ok();
         if a.is_some() {
             self.in_flight -= 1;
         }
@@ -111,10 +100,9 @@ impl DiskThread {
 
     /// Wait until every queued request was carried out, then give the disk back
     /// (answers not taken are dropped).
-    pub fn stop(mut self) -> Box<dyn Disk> {
-        self.requests = None;
-        let thread = self.thread.take().expect("a running thread");
-        match thread.join() {
+    pub fn stop(self) -> Box<dyn Disk> {
+        drop(self.requests);
+        match self.thread.join() {
             Ok(disk) => disk,
             Err(p) => std::panic::resume_unwind(p),
         }

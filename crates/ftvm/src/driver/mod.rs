@@ -314,11 +314,7 @@ impl<W: Write> Driver<W> {
     /// reads the guest's state and its disk) gets it: the answers are waited for.
     fn service_journal(&mut self) -> Result<()> {
         let quiet = self.journal.as_ref().is_some_and(|j| j.disk_quiet());
-        while let Some((req, result)) = self.disk_thread.as_mut().and_then(|t| t.answer(quiet)) {
-            if let Some(ev) = self.disk_answer(req, result) {
-                self.deliver(ev)?;
-            }
-        }
+        self.take_disk_answers(if quiet { Duration::MAX } else { Duration::ZERO })?;
         if let Some(j) = &mut self.journal {
             j.service(&mut self.machine)?;
         }
@@ -365,15 +361,7 @@ impl<W: Write> Driver<W> {
         if let Some(t) = &mut self.disk_thread {
             t.submit(req);
             // Wait a little for its answer (and those before it: they come in order).
-            while let Some((req, result)) = self
-                .disk_thread
-                .as_mut()
-                .and_then(|t| t.answer_within(disk_thread::QUICK))
-            {
-                if let Some(ev) = self.disk_answer(req, result) {
-                    self.deliver(ev)?;
-                }
-            }
+            self.take_disk_answers(disk_thread::QUICK)?;
             return Ok(None);
         }
         let Some(disk) = &mut self.backends.disk else {
@@ -385,6 +373,16 @@ impl<W: Write> Driver<W> {
         };
         let result = disk_thread::carry_out(disk.as_mut(), &req, &self.write_permit);
         Ok(self.disk_answer(req, result))
+    }
+
+    /// Deliver the disk thread's answers, waiting up to `wait` for each.
+    fn take_disk_answers(&mut self, wait: Duration) -> Result<()> {
+        while let Some((req, result)) = self.disk_thread.as_mut().and_then(|t| t.answer(wait)) {
+            if let Some(ev) = self.disk_answer(req, result) {
+                self.deliver(ev)?;
+            }
+        }
+        Ok(())
     }
 
     /// The completion event of a carried-out request (none for a fenced write the

@@ -363,42 +363,13 @@ impl Primary {
         }
     }
 
-    /// Take what the threads reported.
-    fn take_news(&mut self, first: Option<News>, machine: Option<&mut Machine>) -> Result<()> {
-        // A candidate that comes now waits for the next service (the disk quiet by
-        // then, [`Journal::disk_quiet`]); one from there (`first`) begins.
-        let mut machine = machine;
-        let mut next = first;
-        let mut begin = next.is_some();
-        loop {
-            let n = match next.take() {
-                Some(n) => n,
-                None => match self.news.try_recv() {
-                    Ok(n) => n,
-                    Err(_) => break,
-                },
-            };
+    /// Take what the threads reported. A candidate backup waits for the next service
+    /// (the disk quiet by then, [`Journal::disk_quiet`]).
+    fn take_news(&mut self) -> Result<()> {
+        while let Ok(n) = self.news.try_recv() {
             let now = self.clock.now();
-            let this_begins = std::mem::take(&mut begin);
             match n {
-                News::Candidate(c) => match machine.as_deref_mut() {
-                    // Taken at the next service, where the machine is at hand.
-                    None => self.deferred.push(c),
-                    Some(_) if !this_begins => self.deferred.push(c),
-                    Some(m)
-                        if self.core.phase() == PrimaryPhase::Unprotected
-                            && self.transfer.is_none() =>
-                    {
-                        self.begin_transfer(c, m)
-                    }
-                    Some(_) => {
-                        let mut s = c.stream;
-                        let _ = wire::send(
-                            &mut s,
-                            &Message::Busy("this primary already has a backup".into()),
-                        );
-                    }
-                },
+                News::Candidate(c) => self.deferred.push(c),
                 News::Ack { link, seq, icount } => {
                     if self.link.as_ref().is_some_and(|l| l.id == link) {
                         self.counts.acks += 1;
@@ -429,6 +400,21 @@ impl Primary {
             self.act();
         }
         Ok(())
+    }
+
+    /// A candidate backup, the disk quiet: its transfer begins, or it hears that this
+    /// primary already has one.
+    fn take_candidate(&mut self, c: Candidate, machine: &mut Machine) {
+        if self.core.phase() == PrimaryPhase::Unprotected && self.transfer.is_none() {
+            self.begin_transfer(c, machine);
+        } else {
+            let mut s = c.stream;
+            let _ = wire::send(
+                &mut s,
+                &Message::Busy("this primary already has a backup".into()),
+            );
+        }
+        self.act();
     }
 
     fn begin_transfer(&mut self, mut c: Candidate, machine: &mut Machine) {
@@ -706,9 +692,9 @@ impl Journal for Primary {
     fn service(&mut self, machine: &mut Machine) -> Result<()> {
         self.icount = machine.icount().0;
         for c in std::mem::take(&mut self.deferred) {
-            self.take_news(Some(News::Candidate(c)), Some(machine))?;
+            self.take_candidate(c, machine);
         }
-        self.take_news(None, Some(machine))?;
+        self.take_news()?;
         if self.transfer.is_some() {
             self.transfer_step(machine)?;
         }
