@@ -248,8 +248,8 @@ pub trait Disk: Send {
     /// Make every completed write durable.
     fn flush(&mut self) -> Result<(), DiskError>;
     /// Called by a node that just became the disk's only writer, before its first
-    /// write: returns once no write of an earlier owner can land any more (for a disk
-    /// only one process opens, at once).
+    /// write: from then on, writes wait until none of an earlier owner's can land any
+    /// more (reads need not; for a disk only one process opens, at once).
     fn fence(&mut self) -> Result<(), DiskError> {
         Ok(())
     }

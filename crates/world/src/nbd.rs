@@ -15,15 +15,23 @@
 //! - `TCP_USER_TIMEOUT` is [`USER_TIMEOUT`]: bytes the storage host has not
 //!   acknowledged by then are dropped with the connection, even on an orphaned socket.
 //!
-//! So a write's bytes leave this host by its lease's end plus [`GRACE`], and a new
-//! owner, live only after that lease ended, waits [`FENCE`] before its first write
-//! ([`Disk::fence`]), leaving [`FENCE`] − [`GRACE`] for what is still on the wire. A
-//! slow write is awaited as long as the lease keeps being renewed (the FT nodes do
-//! their disk I/O on a thread of its own, so the acks that renew it go on).
+//! So a write's bytes leave this node's sockets by its lease's end plus [`GRACE`]. They
+//! can still sit below TCP: a host whose link lost carrier forgets its neighbours, and
+//! the packets it then sends wait for address resolution (ARP, or NDP for IPv6) — not
+//! in the socket, so no abort recalls them — and leave when the link returns, or are
+//! dropped when resolution gives up: after 3 probes 1 s apart (Linux's `mcast_solicit`
+//! and `retrans_time_ms` defaults; RFC 4861 §10's MAX_MULTICAST_SOLICIT and
+//! RETRANS_TIMER). A test saw such a write land 240 ms after the link came back, after
+//! the new owner's. So a new owner, live only after that lease ended, holds its first
+//! write until [`FENCE`] after it went live ([`Disk::fence`]): [`GRACE`], the
+//! [`NEIGHBOUR_HOLD`], and [`WIRE`] for what is on the wire. Reads go on meanwhile, and
+//! on the FT nodes the disk has a thread of its own, so only the guest's writes wait. A
+//! slow write is awaited as long as the lease keeps being renewed.
 //!
 //! What this does not cover: a storage server that holds received bytes longer than
-//! the margin before applying them (a stopped or swapping server process), and a
-//! sender paused past the margin between its check and its write. NBD has no
+//! the margin before applying them (a stopped or swapping server process), a router
+//! or host tuned to hold packets longer than [`NEIGHBOUR_HOLD`], and a sender paused
+//! past the margin between its check and its write. NBD has no
 //! reservations (SCSI persistent reservations would close that); see README "Shared
 //! disk over NBD".
 
@@ -36,12 +44,20 @@ use crate::disk::{Disk, DiskError, WritePermit, SECTOR};
 /// How long a write's bytes may wait for the storage host's TCP acknowledgment before
 /// the kernel aborts the connection (`TCP_USER_TIMEOUT`).
 pub const USER_TIMEOUT: Duration = Duration::from_millis(200);
+/// How often a write awaiting its reply reads its permit's end again.
+const RECHECK: Duration = Duration::from_millis(20);
 /// How long past its permit's end a write may still be on its way out of this host (its
 /// reply awaited): then its connection is aborted.
 pub const GRACE: Duration = Duration::from_millis(150);
-/// How long a new owner of the disk waits before its first write: [`GRACE`], and as
-/// long again for what is on the wire.
-pub const FENCE: Duration = Duration::from_millis(300);
+/// How long a packet may wait below TCP for its next hop's address to resolve (module
+/// docs): 3 probes, 1 s apart.
+pub const NEIGHBOUR_HOLD: Duration = Duration::from_secs(3);
+/// How long a packet that left may be on the wire.
+pub const WIRE: Duration = Duration::from_millis(150);
+/// How long after going live a new owner of the disk holds its first write.
+pub const FENCE: Duration = Duration::from_millis(
+    GRACE.as_millis() as u64 + NEIGHBOUR_HOLD.as_millis() as u64 + WIRE.as_millis() as u64,
+);
 /// How long a server may take to answer one request.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a lost server is tried again before requests fail.
@@ -184,6 +200,8 @@ pub struct NbdDisk {
     down_since: Option<Instant>,
     /// Connections lost so far.
     outages: u64,
+    /// No write before this instant ([`Disk::fence`]).
+    writes_from: Option<Instant>,
 }
 
 impl std::fmt::Debug for NbdDisk {
@@ -214,6 +232,7 @@ impl NbdDisk {
             permit,
             down_since: None,
             outages: 0,
+            writes_from: None,
         })
     }
 
@@ -266,6 +285,18 @@ impl NbdDisk {
         len: u32,
         data: &[u8],
     ) -> Result<Vec<u8>, DiskError> {
+        if let Some(from) = self.writes_from.filter(|_| cmd == CMD_WRITE) {
+            let wait = from.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                tracing::info!(
+                    "{}: first write held {} ms (fence)",
+                    self.url,
+                    wait.as_millis()
+                );
+                std::thread::sleep(wait);
+            }
+            self.writes_from = None;
+        }
         let give_up = Instant::now() + RECONNECT_FOR;
         loop {
             let why = match self.stream.as_mut() {
@@ -374,9 +405,9 @@ impl Disk for NbdDisk {
     }
 
     fn fence(&mut self) -> Result<(), DiskError> {
-        // Every write an earlier owner sent under its lease has reached the storage
-        // host by now, or its connection was aborted and it never will (module docs).
-        std::thread::sleep(FENCE);
+        // By then every write an earlier owner sent under its lease has reached the
+        // storage host, or was dropped on its way and never will (module docs).
+        self.writes_from = Some(Instant::now() + FENCE);
         Ok(())
     }
 }
@@ -609,8 +640,9 @@ fn exchange(
     m.extend_from_slice(data);
     // A write's bytes may leave until its permit's end plus GRACE: past that, its
     // connection is aborted (and SO_LINGER 0 discards what the kernel still held). The
-    // end is read again while the reply is awaited: a lease renewed meanwhile (the FT
-    // node's acks go on while its disk thread waits here) extends the wait.
+    // end is read again every RECHECK while the reply is awaited: a lease renewed
+    // meanwhile (the FT node's acks go on while its disk thread waits here) extends the
+    // wait, one cut short or revoked (a halt) ends it.
     let limit = || {
         permit.and_then(|p| p.end()).map(|end| {
             (end + GRACE)
@@ -622,7 +654,7 @@ fn exchange(
     let first = limit();
     if let Some(d) = first {
         s.set_write_timeout(Some(d))?;
-        s.set_read_timeout(Some(d))?;
+        s.set_read_timeout(Some(d.min(RECHECK)))?;
     }
     let mut replied = s.write_all(&m);
     while replied.is_ok() {
@@ -631,7 +663,7 @@ fn exchange(
             Err(e) if first.is_some() && e.kind() == io::ErrorKind::WouldBlock => {
                 match permit.and_then(|p| p.end()) {
                     Some(end) if Instant::now() < end + GRACE => {
-                        s.set_read_timeout(limit())?;
+                        s.set_read_timeout(limit().map(|d| d.min(RECHECK)))?;
                     }
                     _ => replied = Err(e),
                 }

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ftvm_world::disk::{Disk, DiskError, WritePermit};
-use ftvm_world::nbd::{NbdDisk, NbdUrl};
+use ftvm_world::nbd::{NbdDisk, NbdUrl, FENCE};
 
 #[derive(Clone, Copy, Debug)]
 enum Program {
@@ -460,20 +460,27 @@ fn a_write_stalled_on_a_cut_link_never_lands_after_the_new_owners_writes() {
         (r, old.outages())
     });
     ready.recv().unwrap();
-    // The old owner's link goes silent; its write leaves into it.
+    // The old owner's link goes silent; its write leaves into it under a lease that
+    // runs out 100 ms from now (the backup's acks stopped). Set before the write: set
+    // after, the write could start waiting under the 60 s lease, which a real lease
+    // never does (it only moves forward), and the test would fail on its own race.
     hosts.link_a(false);
-    go.send(()).unwrap();
-    // Its lease runs out 100 ms from now (the backup's acks stopped); the new owner
-    // goes live after that, fences, then writes; then the link heals.
     let lease_end = Instant::now() + Duration::from_millis(100);
     old_permit.set(Some(lease_end));
+    go.send(()).unwrap();
+    // The new owner goes live after the lease ended, fences, then writes; then the
+    // link heals.
     let b = hosts.b.0.clone();
     let newer = std::thread::spawn(move || {
         Netns(b).enter_and_forget();
         std::thread::sleep(lease_end.saturating_duration_since(Instant::now()));
         let mut new = NbdDisk::connect(&new_url, WritePermit::default()).unwrap();
+        let live = Instant::now();
         new.fence().unwrap();
+        // Reads are not held; the first write is, for FENCE.
+        assert_eq!(new.read(0, 512).unwrap(), pattern(1, 512));
         new.write(0, &pattern(3, 512)).unwrap();
+        assert!(live.elapsed() >= FENCE);
         new.flush().unwrap();
         new
     });

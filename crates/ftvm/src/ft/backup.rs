@@ -844,7 +844,7 @@ fn go_live(
     let icount = machine.icount();
     let mut backends = world.backends;
     if let (Some(disk), Some(epoch)) = (backends.disk.as_mut(), plan.fence) {
-        // Before our first write, none of the old primary's may still land.
+        // Our writes wait until none of the old primary's may still land (reads go on).
         disk.fence()
             .with_context(|| format!("cannot fence the shared disk for generation {epoch}"))?;
     }
