@@ -1502,8 +1502,8 @@ fn every_process_serves_its_figures_as_prometheus_text_across_a_failover() {
     assert!(sample(&bs, "ftvm_acks_total", &node("B")) >= 20.0);
     assert_eq!(sample(&bs, "ftvm_generation", &node("B")), generation);
     let sw = scrape(c.sw_metrics);
-    assert!(sample(&sw, "ftvm_switch_ports_connected", &[]) >= 1.0);
-    assert!(sample(&sw, "ftvm_switch_frames_in", &[]) > 0.0);
+    assert!(sample(&sw, "ftvm_switch_ports_connected_total", &[]) >= 1.0);
+    assert!(sample(&sw, "ftvm_switch_frames_in_total", &[]) > 0.0);
     let arb = scrape(c.arb_metrics);
     assert!(sample(&arb, "ftvm_arbiter_decided_total", &[]) >= 1.0);
     assert!(sample(&arb, "ftvm_arbiter_clients_total", &[]) >= 1.0);

@@ -12,12 +12,16 @@ macro_rules! counters {
         }
 
         impl Metrics {
-            /// The counters in the Prometheus text format, prefixed `ftvm_switch_`.
+            /// The counters in the Prometheus text format (exposition formats,
+            /// "Text format"): `ftvm_switch_<name>_total`, with the field's doc as HELP.
             pub fn prometheus(&self) -> String {
                 let mut s = String::new();
                 $(
-                    let _ = writeln!(s, "# TYPE ftvm_switch_{} counter", stringify!($name));
-                    let _ = writeln!(s, "ftvm_switch_{} {}", stringify!($name), get(&self.$name));
+                    let name = concat!("ftvm_switch_", stringify!($name), "_total");
+                    let help: Vec<&str> = [$($doc),*].iter().map(|l| l.trim()).collect();
+                    let _ = writeln!(s, "# HELP {name} {}", help.join(" "));
+                    let _ = writeln!(s, "# TYPE {name} counter");
+                    let _ = writeln!(s, "{name} {}", get(&self.$name));
                 )*
                 s
             }
@@ -84,7 +88,11 @@ mod tests {
         let m = Metrics::default();
         add(&m.frames_dropped, 3);
         let t = m.prometheus();
-        assert!(t.contains("ftvm_switch_frames_dropped 3\n"), "{t}");
-        assert!(t.contains("# TYPE ftvm_switch_macs_moved counter\n"));
+        assert!(t.contains("ftvm_switch_frames_dropped_total 3\n"), "{t}");
+        assert!(t.contains("# TYPE ftvm_switch_macs_moved_total counter\n"));
+        assert!(t.contains(
+            "# HELP ftvm_switch_macs_moved_total Addresses that moved to another port \
+             (gratuitous ARP after failover).\n"
+        ));
     }
 }
