@@ -73,45 +73,100 @@ fn greeting() -> [u8; 8] {
 /// The arbiter protocol's name in TLS (ALPN, RFC 7301).
 pub const ARBITER_ALPN: &[u8] = b"ftvm-arbiter/1";
 
-/// An authenticated connection. With the cluster secret every frame is
+/// One direction of the secret mode's frames (protocol step 4): each frame is
 /// `len: u32 LE | payload | tag`, where
 /// `tag = HMAC(session key, sender label || seq: u64 LE || len || payload)` and `seq`
-/// counts frames per direction, so tampered, replayed or reordered frames are refused.
-/// Over TLS a frame is `len: u32 LE | payload` (TLS does the rest, RFC 8446 §5.2).
+/// counts this direction's frames from 0, so a tampered, replayed, reordered or
+/// reflected frame fails its tag.
+pub struct Frames {
+    key: [u8; LEN],
+    sender: Role,
+    seq: u64,
+}
+
+impl Frames {
+    /// The frames the client sends (`from_client`) or the server sends, under the
+    /// session key `key`.
+    pub fn new(key: [u8; LEN], from_client: bool) -> Frames {
+        let sender = if from_client {
+            Role::Client
+        } else {
+            Role::Server
+        };
+        Frames {
+            key,
+            sender,
+            seq: 0,
+        }
+    }
+
+    fn tag(&self, len: [u8; 4], payload: &[u8]) -> HmacSha256 {
+        mac(
+            &self.key,
+            &[self.sender.label(), &self.seq.to_le_bytes(), &len, payload],
+        )
+    }
+
+    /// The next frame carrying `payload`.
+    pub fn seal(&mut self, payload: &[u8]) -> Result<Vec<u8>, ArbiterError> {
+        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        if len > MAX_MESSAGE_LEN {
+            return Err(ArbiterError::TooLarge(len));
+        }
+        let len = len.to_le_bytes();
+        let tag = self.tag(len, payload).finalize().into_bytes();
+        self.seq += 1;
+        Ok([&len[..], payload, &tag[..]].concat())
+    }
+
+    /// Reads the next frame from `r` and returns its payload: a length over
+    /// [`MAX_MESSAGE_LEN`] is refused before anything is allocated, and a frame whose
+    /// tag does not match is [`ArbiterError::BadMac`].
+    pub fn open(&mut self, r: &mut impl Read) -> Result<Vec<u8>, ArbiterError> {
+        let mut len = [0; 4];
+        r.read_exact(&mut len)?;
+        let n = u32::from_le_bytes(len);
+        if n > MAX_MESSAGE_LEN {
+            return Err(ArbiterError::TooLarge(n));
+        }
+        let mut rest = vec![0; n as usize + LEN];
+        r.read_exact(&mut rest)?;
+        let (payload, tag) = rest.split_at(n as usize);
+        (self.tag(len, payload).verify_slice(tag)).map_err(|_| ArbiterError::BadMac)?;
+        self.seq += 1;
+        rest.truncate(n as usize);
+        Ok(rest)
+    }
+}
+
+/// An authenticated connection: with the cluster secret, [`Frames`] each way; over TLS
+/// a frame is `len: u32 LE | payload` (TLS does the rest, RFC 8446 §5.2).
 pub(crate) struct Channel {
     stream: TcpStream,
-    role: Role,
-    key: [u8; LEN],
-    sent: u64,
-    received: u64,
+    /// What this end sends and what it receives, in the secret mode.
+    out: Frames,
+    inn: Frames,
     tls: Option<TlsChannel>,
 }
 
 impl Channel {
     fn new(stream: TcpStream, role: Role, secret: &[u8], sn: &[u8], cn: &[u8]) -> Channel {
-        let key = mac(secret, &[b"session", sn, cn])
+        let key: [u8; LEN] = mac(secret, &[b"session", sn, cn])
             .finalize()
             .into_bytes()
             .into();
         Channel {
             stream,
-            role,
-            key,
-            sent: 0,
-            received: 0,
+            out: Frames::new(key, role == Role::Client),
+            inn: Frames::new(key, role.peer() == Role::Client),
             tls: None,
         }
     }
 
     fn over_tls(stream: TcpStream, role: Role, tls: TlsChannel) -> Channel {
-        Channel {
-            stream,
-            role,
-            key: [0; LEN],
-            sent: 0,
-            received: 0,
-            tls: Some(tls),
-        }
+        let mut c = Channel::new(stream, role, b"", b"", b"");
+        c.tls = Some(tls);
+        c
     }
 
     /// The client's side over TLS: the server must be the node `arbiter`.
@@ -157,60 +212,37 @@ impl Channel {
         &self.stream
     }
 
-    fn tag(&self, sender: Role, seq: u64, len: [u8; 4], payload: &[u8]) -> HmacSha256 {
-        mac(
-            &self.key,
-            &[sender.label(), &seq.to_le_bytes(), &len, payload],
-        )
-    }
-
     /// Sends one message as one frame.
     pub(crate) fn send<T: Serialize>(&mut self, msg: &T) -> Result<(), ArbiterError> {
         let payload = postcard::to_stdvec(msg).map_err(ArbiterError::Decode)?;
+        let Some(tls) = &mut self.tls else {
+            let frame = self.out.seal(&payload)?;
+            self.stream.write_all(&frame)?;
+            return Ok(());
+        };
         let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         if len > MAX_MESSAGE_LEN {
             return Err(ArbiterError::TooLarge(len));
         }
-        let len = len.to_le_bytes();
-        if let Some(tls) = &mut self.tls {
-            tls.write_all(&[&len[..], &payload].concat())?;
-            return Ok(());
-        }
-        let tag = self
-            .tag(self.role, self.sent, len, &payload)
-            .finalize()
-            .into_bytes();
-        self.stream
-            .write_all(&[&len[..], &payload, &tag[..]].concat())?;
-        self.sent += 1;
+        tls.write_all(&[&len.to_le_bytes()[..], &payload].concat())?;
         Ok(())
     }
 
     /// Receives one frame and decodes its message.
     pub(crate) fn recv<T: DeserializeOwned>(&mut self) -> Result<T, ArbiterError> {
+        let Some(tls) = &mut self.tls else {
+            let payload = self.inn.open(&mut self.stream)?;
+            return proto::decode_message(&payload);
+        };
         let mut len = [0; 4];
-        match &mut self.tls {
-            Some(tls) => tls.read_exact(&mut len)?,
-            None => self.stream.read_exact(&mut len)?,
-        }
+        tls.read_exact(&mut len)?;
         let n = u32::from_le_bytes(len);
         if n > MAX_MESSAGE_LEN {
             return Err(ArbiterError::TooLarge(n));
         }
-        if let Some(tls) = &mut self.tls {
-            let mut payload = vec![0; n as usize];
-            tls.read_exact(&mut payload)?;
-            return proto::decode_message(&payload);
-        }
-        let mut rest = vec![0; n as usize + LEN];
-        self.stream.read_exact(&mut rest)?;
-        let (payload, tag) = rest.split_at(n as usize);
-        (self
-            .tag(self.role.peer(), self.received, len, payload)
-            .verify_slice(tag))
-        .map_err(|_| ArbiterError::BadMac)?;
-        self.received += 1;
-        proto::decode_message(payload)
+        let mut payload = vec![0; n as usize];
+        tls.read_exact(&mut payload)?;
+        proto::decode_message(&payload)
     }
 }
 
@@ -283,4 +315,46 @@ pub fn server_handshake(
         .into_bytes();
     stream.write_all(&[&[ACCEPTED][..], &server_proof[..]].concat())?;
     Ok((sn, cn.try_into().expect("32 bytes")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_open_only_in_order_from_their_sender() {
+        let key = [9; LEN];
+        let mut client = Frames::new(key, true);
+        let a = client.seal(b"first").unwrap();
+        let b = client.seal(b"second").unwrap();
+        let mut r = Frames::new(key, true);
+        assert_eq!(r.open(&mut &a[..]).unwrap(), b"first");
+        assert!(
+            matches!(r.open(&mut &a[..]), Err(ArbiterError::BadMac)),
+            "replayed"
+        );
+        let mut r = Frames::new(key, true);
+        assert!(
+            matches!(r.open(&mut &b[..]), Err(ArbiterError::BadMac)),
+            "reordered"
+        );
+        let mut server = Frames::new(key, false);
+        assert!(
+            matches!(server.open(&mut &a[..]), Err(ArbiterError::BadMac)),
+            "reflected back to its sender"
+        );
+        let mut flipped = a.clone();
+        flipped[6] ^= 1;
+        let mut r = Frames::new(key, true);
+        assert!(matches!(
+            r.open(&mut &flipped[..]),
+            Err(ArbiterError::BadMac)
+        ));
+        let mut r = Frames::new(key, true);
+        let huge = (MAX_MESSAGE_LEN + 1).to_le_bytes();
+        assert!(matches!(
+            r.open(&mut &huge[..]),
+            Err(ArbiterError::TooLarge(_))
+        ));
+    }
 }

@@ -56,7 +56,7 @@ mod proto;
 mod server;
 mod state;
 
-pub use channel::{client_handshake, server_handshake, ARBITER_ALPN};
+pub use channel::{client_handshake, server_handshake, Frames, ARBITER_ALPN};
 pub use client::{ArbiterClient, RemoteArbiter, DEFAULT_TIMEOUT};
 pub use error::{ArbiterError, AuthFailure};
 pub use proto::{decode_message, Reply, Request, MAX_MESSAGE_LEN, MAX_NAME_LEN, PROTOCOL_VERSION};
