@@ -146,7 +146,9 @@ pub struct NodeArgs {
     /// presumed dead, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 300)]
     pub timeout_ms: u64,
-    /// Slow the primary down while the backup lags more than this (milliseconds).
+    /// Slow the primary down while the backup lags more than this (milliseconds): more
+    /// than the guest ran in that long, or than the backup replays in it at the pace
+    /// its acks report, whichever is less (a failover's catch-up replay stays short).
     #[arg(long, value_name = "MS", default_value_t = 30)]
     pub max_lag_ms: u64,
     /// Put the state hash into the log every N instructions (the backup checks it).

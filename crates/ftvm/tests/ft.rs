@@ -663,6 +663,7 @@ impl Proxy {
                                 Some(Tamper::ForgeAck) => {
                                     let mut ack = (1u64 << 32).to_le_bytes().to_vec();
                                     ack.extend_from_slice(&0u64.to_le_bytes());
+                                    ack.extend_from_slice(&0u32.to_le_bytes());
                                     out.splice(0..0, ack);
                                 }
                             }

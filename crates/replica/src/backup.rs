@@ -4,6 +4,7 @@
 //! when the primary is presumed lost, and — once everything received is replayed and
 //! the arbiter said yes — how to go live ([`Backup::go_live`]).
 
+use crate::pace::Pace;
 use crate::{Plant, Seq, Time, Timing, Verdict};
 
 use ftvm_log::EntryKind;
@@ -74,6 +75,9 @@ pub enum BackupAction<T> {
         seq: Seq,
         /// Instruction count the replay reached.
         icount: u64,
+        /// The replay's pace, instructions per millisecond of busy replay (0: not
+        /// measured yet; [`crate::pace`]).
+        pace: u32,
     },
     /// Close the channel: the primary is presumed lost.
     DropPrimary(String),
@@ -102,6 +106,7 @@ pub struct Backup<T> {
     newest_icount: u64,
     applied: Seq,
     executed: u64,
+    pace: Pace,
     last_heard: Time,
     last_ack: Time,
     last_arrival: Time,
@@ -138,6 +143,7 @@ impl<T: Clone> Backup<T> {
             newest_icount: icount,
             applied: Seq(0),
             executed: icount,
+            pace: Pace::default(),
             last_heard: now,
             last_ack: now,
             last_arrival: now,
@@ -227,7 +233,14 @@ impl<T: Clone> Backup<T> {
         self.actions.push(BackupAction::Ack {
             seq: self.newest,
             icount: self.executed,
+            pace: self.pace.per_ms(),
         });
+    }
+
+    /// The replay ran `insns` instructions in `busy` of host time (running the guest to
+    /// an entry; not the time it waited for one): its pace goes out with the acks.
+    pub fn replayed(&mut self, insns: u64, busy: Time) {
+        self.pace.ran(insns, busy);
     }
 
     /// The replay applied entry `seq`, reaching instruction `icount`.
@@ -456,7 +469,8 @@ mod tests {
             b.actions(),
             vec![BackupAction::Ack {
                 seq: Seq(2),
-                icount: 100
+                icount: 100,
+                pace: 0
             }]
         );
         b.applied(Seq(2), 120, t(2));
@@ -465,8 +479,21 @@ mod tests {
             b.actions(),
             vec![BackupAction::Ack {
                 seq: Seq(2),
-                icount: 120
+                icount: 120,
+                pace: 0
             }]
+        );
+    }
+
+    #[test]
+    fn acks_carry_the_pace_of_the_replay_alone() {
+        let mut b = backup();
+        b.replayed(400_000, Time(2_000));
+        b.replayed(600_000, Time(3_000));
+        assert!(b.received(Seq(1), 100, EntryKind::Output, t(1)));
+        assert!(
+            matches!(b.actions()[..], [BackupAction::Ack { pace: 200_000, .. }]),
+            "1 M instructions in 5 ms of replay"
         );
     }
 

@@ -7,12 +7,15 @@
 //!
 //! - [`gate`]: the Output Rule, the one place an output is let out;
 //! - [`primary`]: the live side — claims, heartbeats, failure detection, shutdown;
-//! - [`backup`]: the replaying side — acks, the replay limit, [`backup::Backup::go_live`].
+//! - [`backup`]: the replaying side — acks, the replay limit, [`backup::Backup::go_live`];
+//! - [`pace`]: how fast the backup replays, which bounds how far the primary may run
+//!   ahead of it.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod backup;
 pub mod gate;
+pub mod pace;
 pub mod primary;
 
 pub use backup::{Backup, BackupAction, BackupPhase, GoLive, OutputClass, RequestId};

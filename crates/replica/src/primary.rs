@@ -103,8 +103,12 @@ pub struct Primary<T> {
     backup_icount: u64,
     /// Acknowledgments that did not match what was sent (each dropped the backup).
     protocol_errors: u64,
-    /// How many instructions the guest may run ahead of the backup's replay.
+    /// How many instructions the guest may run ahead of the backup's replay…
     max_lag: u64,
+    /// …and no more than the backup replays in this long at its pace.
+    lag_window: Time,
+    /// The backup's pace, from its newest ack (instructions per ms; 0: unknown).
+    backup_pace: u32,
     /// [`Plant::SkipGeneration`]: a new pair skips a generation.
     skip_generation: bool,
     actions: Vec<PrimaryAction<T>>,
@@ -156,6 +160,8 @@ impl<T> Primary<T> {
             backup_icount: 0,
             protocol_errors: 0,
             max_lag: u64::MAX,
+            lag_window: Time(u64::MAX),
+            backup_pace: 0,
             skip_generation: plant == Some(Plant::SkipGeneration),
             actions: Vec::new(),
         }
@@ -171,16 +177,38 @@ impl<T> Primary<T> {
         self.phase
     }
 
-    /// Bound the backup's lag: the guest runs at most `insns` instructions ahead of
-    /// the backup's replay (the failover's catch-up time stays bounded).
-    pub fn set_max_lag(&mut self, insns: u64) {
+    /// Bound the backup's lag, so that a failover's catch-up replay stays short: the
+    /// guest runs at most `insns` instructions ahead of the backup's replay, and no
+    /// more than the backup replays in `window` at the pace it reports (a backup slower
+    /// than the primary would otherwise take longer than `window` to catch up).
+    pub fn set_max_lag(&mut self, insns: u64, window: Time) {
         self.max_lag = insns;
+        self.lag_window = window;
+    }
+
+    /// The backup's pace, instructions per millisecond of its replay, as its newest ack
+    /// reported it (0: not measured yet; [`crate::pace`]).
+    pub fn backup_paced(&mut self, per_ms: u32) {
+        self.backup_pace = per_ms;
+    }
+
+    /// The backup's pace as last reported (instructions per ms; 0: unknown).
+    pub fn backup_pace(&self) -> u32 {
+        self.backup_pace
+    }
+
+    /// How many instructions the guest may run ahead of the backup now.
+    pub fn lag_bound(&self) -> u64 {
+        match crate::pace::lag_for(self.backup_pace, self.lag_window) {
+            Some(by_pace) => self.max_lag.min(by_pace),
+            None => self.max_lag,
+        }
     }
 
     /// Whether the guest, at instruction `icount`, must wait for the backup to catch up.
     pub fn throttled(&self, icount: u64) -> bool {
         self.phase == PrimaryPhase::Protected
-            && icount > self.backup_icount.saturating_add(self.max_lag)
+            && icount > self.backup_icount.saturating_add(self.lag_bound())
     }
 
     /// The instruction the backup reported executing to (its newest ack).
@@ -756,7 +784,7 @@ mod tests {
     #[test]
     fn the_guest_waits_while_the_backup_lags_too_far() {
         let mut p = protected();
-        p.set_max_lag(1000);
+        p.set_max_lag(1000, Time::ms(30));
         p.sent(Seq(1), 5000, t(3));
         p.sent(Seq(2), 6000, t(3));
         p.ack(Seq(2), 5000, t(4));
@@ -764,6 +792,30 @@ mod tests {
         assert!(p.throttled(6001));
         p.ack(Seq(2), 5500, t(5));
         assert!(!p.throttled(6001));
+    }
+
+    #[test]
+    fn a_backup_slower_than_the_primary_bounds_the_lag_by_its_own_pace() {
+        let mut p = protected();
+        // The primary ran 10 M instructions in the last 30 ms…
+        p.set_max_lag(10_000_000, Time::ms(30));
+        p.sent(Seq(1), 1_000_000, t(3));
+        p.ack(Seq(1), 1_000_000, t(4));
+        assert!(
+            !p.throttled(5_000_000),
+            "pace unknown: the primary's own window"
+        );
+        // …but its backup replays 5,000 per ms: 30 ms of its replay is 150,000.
+        p.backup_paced(5_000);
+        assert_eq!(p.lag_bound(), 150_000);
+        assert!(!p.throttled(1_150_000));
+        assert!(p.throttled(1_150_001));
+        // A backup faster than the primary leaves the primary's own bound.
+        p.backup_paced(1_000_000);
+        assert_eq!(p.lag_bound(), 10_000_000);
+        // However slow, the floor keeps the pair out of lockstep.
+        p.backup_paced(1);
+        assert_eq!(p.lag_bound(), crate::pace::MIN_LAG);
     }
 
     #[test]

@@ -174,6 +174,7 @@ enum Msg<I, O, F, DQ, DA, T> {
         link: u64,
         seq: u64,
         icount: u64,
+        pace: u32,
     },
     Close {
         link: u64,
@@ -821,10 +822,14 @@ impl<'a, G: Guest> Sim<'a, G> {
                     Msg::WriteDone { id, ans } if l.core.may_run() => {
                         self.inject(i, G::disk_input(id, ans));
                     }
-                    Msg::Ack { link, seq, icount }
-                        if l.link.as_ref().is_some_and(|c| c.id == link) =>
-                    {
+                    Msg::Ack {
+                        link,
+                        seq,
+                        icount,
+                        pace,
+                    } if l.link.as_ref().is_some_and(|c| c.id == link) => {
                         let errors = l.core.protocol_errors();
+                        l.core.backup_paced(pace);
                         l.core.ack(Seq(seq), icount, now);
                         // Nobody forges acks here: every one must match what was sent.
                         if l.core.protocol_errors() > errors {
@@ -940,7 +945,9 @@ impl<'a, G: Guest> Sim<'a, G> {
         let in_flight = l.core.in_flight();
         l.core
             .attached(&format!("n{j}"), generation, l.guest.icount(), now);
-        l.core.set_max_lag(Self::p().max_lag);
+        // The lag bound as time: what the primary runs in it at full speed.
+        let window = Time(Self::p().max_lag.saturating_mul(QUANTUM) / Self::p().speed);
+        l.core.set_max_lag(Self::p().max_lag, window);
         self.link_generation.insert(link_id, generation);
         l.link = Some(Chan {
             id: link_id,
@@ -1257,7 +1264,11 @@ impl<'a, G: Guest> Sim<'a, G> {
                 let stop = target.min(r.guest.icount() + budget);
                 let from = r.guest.icount();
                 let ran = r.guest.run(stop);
-                budget -= r.guest.icount() - from;
+                let insns = r.guest.icount() - from;
+                budget -= insns;
+                // A quantum's replay is speed / slow instructions: their share of it.
+                let busy = insns.saturating_mul(QUANTUM * slow) / Self::p().speed;
+                r.core.replayed(insns, Time(busy));
                 for (at, out) in r.guest.take_outputs() {
                     match r.expected.pop_front() {
                         Some((icount, digest, arrival))
@@ -1331,13 +1342,14 @@ impl<'a, G: Guest> Sim<'a, G> {
                 };
                 let (p, link) = (r.primary, r.link);
                 match a {
-                    BackupAction::Ack { seq, icount } => self.send(
+                    BackupAction::Ack { seq, icount, pace } => self.send(
                         Addr::Node(i),
                         Addr::Node(p),
                         Msg::Ack {
                             link,
                             seq: seq.0,
                             icount,
+                            pace,
                         },
                     ),
                     BackupAction::DropPrimary(_) => {

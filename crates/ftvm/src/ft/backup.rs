@@ -71,8 +71,8 @@ impl Shared {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn ack(&self, seq: Seq, icount: u64) {
-        let a = wire::encode_ack(seq.0, icount);
+    fn ack(&self, seq: Seq, icount: u64, pace: u32) {
+        let a = wire::encode_ack(seq.0, icount, pace);
         if let Ok(mut s) = self.ack_out.lock() {
             // A failed write shows up as the channel failing on the reader's side.
             let _ = s.write_all(&a);
@@ -92,7 +92,7 @@ fn read_log(log: LogReader<BufReader<Box<dyn Channel>>>, sh: &Shared, tx: &mpsc:
                 let mut rest = Vec::new();
                 for a in core.actions() {
                     match a {
-                        BackupAction::Ack { seq, icount } => sh.ack(seq, icount),
+                        BackupAction::Ack { seq, icount, pace } => sh.ack(seq, icount, pace),
                         a => rest.push(a),
                     }
                 }
@@ -581,7 +581,7 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
             let mut rest = Vec::new();
             for a in core.actions() {
                 match a {
-                    BackupAction::Ack { seq, icount } => sh.ack(seq, icount),
+                    BackupAction::Ack { seq, icount, pace } => sh.ack(seq, icount, pace),
                     a => rest.push(a),
                 }
             }
@@ -699,12 +699,15 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
             if let Some(e) = &event {
                 replayed.delivered(e);
             }
+            let (from, began) = (replay.machine.icount().0, Instant::now());
             let applied = replay.apply(&entry, clock.at(at).0).map_err(|e| {
                 report("halted", &mut status_file);
                 diverged(e)
             })?;
+            let busy = Time(u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX));
             let now = clock.now();
             let mut core = shared.core();
+            core.replayed(replay.machine.icount().0 - from, busy);
             take_produced(&mut replay, &mut own, &mut core, &node.name)?;
             if let Some(id) = answered {
                 core.answered(id);
@@ -757,7 +760,7 @@ pub fn backup(args: &BackupArgs) -> Result<ExitCode> {
         }
         while let Some(a) = todo.pop_front() {
             match a {
-                BackupAction::Ack { seq, icount } => shared.ack(seq, icount),
+                BackupAction::Ack { seq, icount, pace } => shared.ack(seq, icount, pace),
                 BackupAction::DropPrimary(why) => {
                     lost = why;
                     lost_at = Some(Instant::now());

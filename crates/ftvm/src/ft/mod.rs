@@ -98,7 +98,7 @@ pub fn read_secret(file: &std::path::Path) -> Result<Vec<u8>> {
 }
 
 /// The logging channel's protocol name in TLS (ALPN, RFC 7301).
-pub const LOG_ALPN: &[u8] = b"ftvm-log/1";
+pub const LOG_ALPN: &[u8] = b"ftvm-log/2";
 
 /// How a certificate's VM reads in a message.
 pub fn vm_phrase(vm: Option<&str>) -> String {

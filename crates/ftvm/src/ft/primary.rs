@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use ftvm_log::{Header, LogWriter};
 use ftvm_machine::devices::virtio::{BlkRequest, BlkRequestKind};
 use ftvm_machine::{Event, Machine, Output, OutputKind};
-use ftvm_replica::{PrimaryAction, PrimaryPhase, Seq};
+use ftvm_replica::{PrimaryAction, PrimaryPhase, Seq, Time};
 use ftvm_world::disk::WritePermit;
 use ftvm_world::mio::Waker;
 use ftvm_world::{Channel, Slot, SlotLimits, Slots};
@@ -39,8 +39,14 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 enum News {
     /// A backup authenticated and asks to join.
     Candidate(Candidate),
-    /// The backup on link `link` acknowledged `seq` and executed to `icount`.
-    Ack { link: u64, seq: u64, icount: u64 },
+    /// The backup on link `link` acknowledged `seq`, executed to `icount`, and replays
+    /// `pace` instructions per ms.
+    Ack {
+        link: u64,
+        seq: u64,
+        icount: u64,
+        pace: u32,
+    },
     /// The channel of link `link` failed.
     Failed { link: u64, why: String },
     /// The arbiter's answer for a generation.
@@ -370,9 +376,15 @@ impl Primary {
             let now = self.clock.now();
             match n {
                 News::Candidate(c) => self.deferred.push(c),
-                News::Ack { link, seq, icount } => {
+                News::Ack {
+                    link,
+                    seq,
+                    icount,
+                    pace,
+                } => {
                     if self.link.as_ref().is_some_and(|l| l.id == link) {
                         self.counts.acks += 1;
+                        self.core.backup_paced(pace);
                         self.core.ack(Seq(seq), icount, now);
                     }
                 }
@@ -512,12 +524,14 @@ impl Primary {
             .name("acks".into())
             .spawn(move || read_acks(reader, id, &tx))?;
         eprintln!(
-            "ftvm: {}: backup {backup} attached: generation {generation}, {} rounds, {:.1} MiB sent in {} ms, guest paused {:.1} ms",
+            "ftvm: {}: backup {backup} attached: generation {generation}, {} rounds, {:.1} MiB sent in {} ms, guest paused {:.1} ms; {} steps took {} ms of it",
             self.node.name,
             summary.rounds,
             summary.bytes as f64 / (1 << 20) as f64,
             summary.total.as_millis(),
-            pause.as_secs_f64() * 1e3
+            pause.as_secs_f64() * 1e3,
+            summary.steps,
+            summary.sending.as_millis()
         );
         let now = Instant::now();
         let at = machine.icount().0;
@@ -550,7 +564,8 @@ impl Primary {
             self.history.pop_front();
         }
         let then = self.history.front().map_or(icount, |(i, _)| *i);
-        self.core.set_max_lag(icount - then.min(icount));
+        let window = Time(u64::try_from(self.node.max_lag.as_micros()).unwrap_or(u64::MAX));
+        self.core.set_max_lag(icount - then.min(icount), window);
     }
 
     fn report(&mut self, state: &str) {
@@ -717,8 +732,10 @@ impl Journal for Primary {
         if throttled && !self.throttling {
             self.throttled += 1;
             tracing::info!(
-                "the backup lags by more than {:?}: slowing down",
-                self.node.max_lag
+                "the backup lags by more than {} instructions ({:?} of the guest's run or of the backup's replay at {} per ms): slowing down",
+                self.core.lag_bound(),
+                self.node.max_lag,
+                self.core.backup_pace()
             );
         }
         self.throttling = throttled;
@@ -801,8 +818,13 @@ fn read_acks(stream: Box<dyn Channel>, link: u64, tx: &NewsSender) {
     loop {
         match r.read_exact(&mut a) {
             Ok(()) => {
-                let (seq, icount) = wire::decode_ack(&a);
-                if !tx.send(News::Ack { link, seq, icount }) {
+                let (seq, icount, pace) = wire::decode_ack(&a);
+                if !tx.send(News::Ack {
+                    link,
+                    seq,
+                    icount,
+                    pace,
+                }) {
                     return;
                 }
             }

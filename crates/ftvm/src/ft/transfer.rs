@@ -43,6 +43,10 @@ pub struct Summary {
     pub pause: Duration,
     /// The whole transfer.
     pub total: Duration,
+    /// Steps it took (the guest ran between two)…
+    pub steps: u32,
+    /// …and the time spent in them.
+    pub sending: Duration,
 }
 
 /// The primary's side of a transfer in progress.
@@ -53,6 +57,8 @@ pub struct Sender {
     pos: usize,
     bytes: u64,
     started: Instant,
+    steps: u32,
+    sending: Duration,
     disk: Option<DiskSource>,
     /// The backup's node id.
     pub backup: String,
@@ -101,6 +107,8 @@ impl Sender {
             pos: 0,
             bytes: 0,
             started: Instant::now(),
+            steps: 0,
+            sending: Duration::ZERO,
             disk,
             backup,
             generation,
@@ -162,6 +170,19 @@ impl Sender {
     /// summary when the transfer is complete: the guest did not run during the last
     /// step (the stop-and-copy), and the log may start at its current state.
     pub fn step(&mut self, machine: &mut Machine) -> Result<Option<Summary>> {
+        let began = Instant::now();
+        let done = self.step_inner(machine);
+        self.steps += 1;
+        self.sending += began.elapsed();
+        let mut summary = done?;
+        if let Some(s) = &mut summary {
+            s.steps = self.steps;
+            s.sending = self.sending;
+        }
+        Ok(summary)
+    }
+
+    fn step_inner(&mut self, machine: &mut Machine) -> Result<Option<Summary>> {
         let mut budget = STEP_BYTES;
         self.send_disk(&mut budget)?;
         while self.pos < self.todo.len() && budget > 0 {
@@ -218,6 +239,8 @@ impl Sender {
             bytes: self.bytes,
             pause: paused.elapsed(),
             total: self.started.elapsed(),
+            steps: 0,
+            sending: Duration::ZERO,
         }))
     }
 

@@ -1,5 +1,5 @@
 //! The logging channel's wire format (DESIGN.md §4). After the mutual handshake — TLS
-//! 1.3 with both nodes' certificates (`ftvm_world::tls`, ALPN `ftvm-log/1`), or with
+//! 1.3 with both nodes' certificates (`ftvm_world::tls`, ALPN `ftvm-log/2`), or with
 //! `--insecure-plaintext` the cluster-secret proof (greeting [`GREETING`], see
 //! `ftvm_arbiter::server_handshake`):
 //!
@@ -11,9 +11,10 @@
 //!    messages (the image, then what was written meanwhile), then `Final` (CPU and
 //!    device state);
 //! 3. then primary → backup is a log stream exactly as `ftvm record` writes it (header,
-//!    then entries) and backup → primary is a stream of 16-byte acks: the highest
+//!    then entries) and backup → primary is a stream of 20-byte acks: the highest
 //!    sequence number received and the instruction count the backup has executed to,
-//!    both u64 LE.
+//!    both u64 LE, and the pace of its replay in instructions per millisecond, u32 LE
+//!    (0: not measured yet; `ftvm_replica::pace`).
 //!
 //! Messages in steps 1–2 are framed as `len: u32 LE | tag: u8 | payload` with `len`
 //! counting the tag and the payload.
@@ -23,11 +24,11 @@ use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 
 /// The primary's greeting: 7 bytes and the protocol version.
-pub const GREETING: [u8; 8] = *b"FTVMLOG\x01";
+pub const GREETING: [u8; 8] = *b"FTVMLOG\x02";
 /// Largest message accepted (an offer embeds the kernel and initramfs).
 const MAX_MESSAGE: u32 = 512 << 20;
 /// Bytes in one acknowledgment.
-pub const ACK_LEN: usize = 16;
+pub const ACK_LEN: usize = 20;
 /// Largest piece of the disk image in one `Disk` message (the primary sends 64 KiB).
 pub const MAX_DISK_PIECE: u32 = 1 << 20;
 
@@ -202,20 +203,22 @@ fn decode_pages(mut p: &[u8], page_size: usize) -> Result<Vec<(u32, Option<Vec<u
     Ok(pages)
 }
 
-/// An acknowledgment: the highest sequence number received, and the instruction count
-/// executed to.
-pub fn encode_ack(seq: u64, icount: u64) -> [u8; ACK_LEN] {
+/// An acknowledgment: the highest sequence number received, the instruction count
+/// executed to, and the replay's pace (instructions per ms).
+pub fn encode_ack(seq: u64, icount: u64, pace: u32) -> [u8; ACK_LEN] {
     let mut a = [0u8; ACK_LEN];
     a[..8].copy_from_slice(&seq.to_le_bytes());
-    a[8..].copy_from_slice(&icount.to_le_bytes());
+    a[8..16].copy_from_slice(&icount.to_le_bytes());
+    a[16..].copy_from_slice(&pace.to_le_bytes());
     a
 }
 
 /// See [`encode_ack`].
-pub fn decode_ack(a: &[u8; ACK_LEN]) -> (u64, u64) {
+pub fn decode_ack(a: &[u8; ACK_LEN]) -> (u64, u64, u32) {
     (
         u64::from_le_bytes(a[..8].try_into().expect("8 bytes")),
-        u64::from_le_bytes(a[8..].try_into().expect("8 bytes")),
+        u64::from_le_bytes(a[8..16].try_into().expect("8 bytes")),
+        u32::from_le_bytes(a[16..].try_into().expect("4 bytes")),
     )
 }
 
@@ -270,6 +273,9 @@ mod tests {
         ] {
             assert!(recv(&mut &bad[..], 16).is_err(), "{bad:?}");
         }
-        assert_eq!(decode_ack(&encode_ack(5, 1 << 40)), (5, 1 << 40));
+        assert_eq!(
+            decode_ack(&encode_ack(5, 1 << 40, 150_000)),
+            (5, 1 << 40, 150_000)
+        );
     }
 }
